@@ -8,6 +8,7 @@ See REFERENCE.md section 5 for the pitfalls each one addresses.
 import importlib.util
 import sys
 import types
+import warnings
 
 import numpy as np
 from PIL import Image
@@ -113,6 +114,14 @@ def has_compiled_ops() -> bool:
     return not isinstance(sys.modules.get("detectron2._C"), _MissingCompiledOps)
 
 
+def _quiet_known_warnings() -> None:
+    # detectron2 0.6 scripts a few helpers with torch.jit.script at import time and imports
+    # pkg_resources; both warn on every run with today's torch/setuptools, for nothing a user
+    # can act on.
+    warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r"pkg_resources is deprecated", category=UserWarning)
+
+
 def apply() -> None:
     """Apply every shim that is needed; safe to call more than once."""
     if importlib.util.find_spec("detectron2") is None:
@@ -121,6 +130,7 @@ def apply() -> None:
             "`make install` at the dpsnet repo root (it builds detectron2 0.6 as pure Python), "
             "or install detectron2 from source: https://detectron2.readthedocs.io/"
         )
+    _quiet_known_warnings()
     _shim_pillow_linear()
     _shim_numpy_aliases()
     _shim_missing_extension()

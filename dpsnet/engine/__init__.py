@@ -1,0 +1,16 @@
+"""Training entry points: the Trainer, config setup and multi-process launch."""
+
+from dpsnet.engine.launch import launch
+from dpsnet.engine.setup import ConfigError, check_weights, load_config, resolve_device
+from dpsnet.engine.trainer import Trainer, build_evaluator, build_mapper
+
+__all__ = [
+    "ConfigError",
+    "Trainer",
+    "build_evaluator",
+    "build_mapper",
+    "check_weights",
+    "launch",
+    "load_config",
+    "resolve_device",
+]
