@@ -1,10 +1,12 @@
 """dpsnet: DPSNet for automatic retail checkout, as a Detectron2 plugin."""
 
+from dpsnet import compat  # noqa: F401  (first: shims detectron2 0.6 before it is imported)
+
+# isort: split
 from dpsnet import (
-    compat,  # noqa: F401  (first: shims detectron2 0.6 before it is imported)
-    data,  # noqa: F401,E402  (registers datasets)
-    evaluation,  # noqa: F401,E402  (the RPC evaluator)
-    modeling,  # noqa: F401,E402  (registers backbone, heads, meta-archs)
+    data,  # noqa: F401  (registers datasets)
+    evaluation,  # noqa: F401  (the RPC evaluator)
+    modeling,  # noqa: F401  (registers backbone, heads, meta-archs)
 )
 from dpsnet.config import add_dpsnet_config
 

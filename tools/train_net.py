@@ -11,6 +11,9 @@
 Without CUDA, --num-gpus N runs N CPU processes over gloo (the same path as multi-GPU).
 """
 
+import dpsnet  # noqa: F401  (first: shims detectron2 0.6, registers dpsnet's parts)
+
+# isort: split
 import logging
 import sys
 
@@ -19,7 +22,6 @@ from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-import dpsnet  # noqa: F401  (applies the detectron2 shims, registers dpsnet's parts)
 from dpsnet.engine import ConfigError, Trainer, check_weights, launch, load_config, resolve_device
 
 

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -32,20 +33,20 @@ def load_config(config_file: str | None, opts: list[str] | None = None) -> CfgNo
             raise ConfigError(f"config file not found: {config_file}")
         try:
             cfg.merge_from_file(config_file)
-        except KeyError as e:
-            raise ConfigError(f"{config_file}: unknown config key {_key_of(e)}") from None
-        except Exception as e:  # yaml errors, bad _BASE_ paths, type mismatches
+        except Exception as e:  # unknown keys, yaml errors, bad _BASE_ paths, type mismatches
+            key = _unknown_key(e)
+            if key:
+                raise ConfigError(f"{config_file}: unknown config key '{key}'") from None
             raise ConfigError(f"{config_file}: {type(e).__name__}: {_one_line(e)}") from None
     if opts:
         if len(opts) % 2:
             raise ConfigError(f"overrides must be KEY VALUE pairs, got an odd list: {opts}")
         try:
             cfg.merge_from_list(opts)
-        except KeyError as e:
-            raise ConfigError(
-                f"unknown config key {_key_of(e)} in command-line overrides"
-            ) from None
         except Exception as e:
+            key = _unknown_key(e)
+            if key:
+                raise ConfigError(f"unknown config key '{key}' in command-line overrides") from None
             raise ConfigError(f"command-line overrides: {_one_line(e)}") from None
     return cfg
 
@@ -69,10 +70,11 @@ def check_weights(cfg: CfgNode) -> None:
         raise ConfigError(f"MODEL.WEIGHTS file not found: {weights}")
 
 
-def _key_of(error: KeyError) -> str:
-    text = str(error.args[0]) if error.args else str(error)
-    # yacs says "Non-existent config key: MODEL.FOO"
-    return repr(text.split(":", 1)[1].strip()) if ":" in text else repr(text)
+def _unknown_key(error: Exception) -> str | None:
+    # yacs raises KeyError("Non-existent config key: X") from files and
+    # AssertionError("Non-existent key: X") from override lists.
+    match = re.search(r"Non-existent (?:config )?key: ([\w.]+)", str(error))
+    return match.group(1) if match else None
 
 
 def _one_line(error: Exception) -> str:
