@@ -1,0 +1,247 @@
+"""Selection rules of iterative knowledge distillation, as pure functions on numpy arrays.
+
+A teacher gives, for one unlabelled checkout image, detections (boxes, scores, classes) and a
+counting view (one predicted count per density channel). Each image becomes one of:
+
+* an **image-level** sample: the detections scoring at least the round's threshold agree with the
+  counting view (the rounded count of every channel equals the number of such detections that
+  fall into that channel). The whole image is taken, with those detections as its labels;
+* an **instance-level** sample: the image fails that test, but some detections score at least the
+  instance threshold. Only those are kept as labels. The *uncertain* detections of that image
+  (scoring at least ``uncertain_threshold`` but below the instance threshold) are returned as
+  regions to paint over, so that the objects they probably cover do not teach the student
+  "background" (see ``paint_regions``);
+* rejected: neither.
+
+Nothing here reads ground truth: the inputs are the teacher's outputs only.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = [
+    "IMAGE_LEVEL",
+    "INSTANCE_LEVEL",
+    "REJECTED",
+    "CountLayout",
+    "Selection",
+    "counts_agree",
+    "detection_count_vector",
+    "paint_regions",
+    "select_image",
+    "threshold_for_round",
+]
+
+IMAGE_LEVEL = "image"
+INSTANCE_LEVEL = "instance"
+REJECTED = "rejected"
+
+_LEVELS = ("total", "supercategory", "category")
+
+
+@dataclass(frozen=True)
+class CountLayout:
+    """What the counting view's channels mean, so detections can be counted the same way.
+
+    Channels are laid out level after level, in the order of ``levels``: "total" is one channel,
+    "supercategory" one per supercategory, "category" one per (contiguous) category.
+
+    Attributes:
+        levels: subset of ("total", "supercategory", "category"), in channel order.
+        num_classes: K, the number of contiguous categories of the detector.
+        class_to_super: [K] int array, the supercategory index (0..S-1) of each category; needed
+            only when "supercategory" is among ``levels``.
+    """
+
+    levels: tuple[str, ...]
+    num_classes: int
+    class_to_super: np.ndarray | None = field(default=None, compare=False)
+
+    def __post_init__(self):
+        if not self.levels or any(lv not in _LEVELS for lv in self.levels):
+            raise ValueError(f"count levels must be a non-empty subset of {_LEVELS}: {self.levels}")
+        if len(set(self.levels)) != len(self.levels):
+            raise ValueError(f"count levels repeat: {self.levels}")
+        if "supercategory" in self.levels:
+            if self.class_to_super is None or len(self.class_to_super) != self.num_classes:
+                raise ValueError(
+                    "a supercategory count level needs class_to_super with one entry per class"
+                )
+
+    @property
+    def num_supercategories(self) -> int:
+        if self.class_to_super is None or len(self.class_to_super) == 0:
+            return 0
+        return int(np.max(self.class_to_super)) + 1
+
+    @property
+    def num_channels(self) -> int:
+        sizes = {
+            "total": 1,
+            "supercategory": self.num_supercategories,
+            "category": self.num_classes,
+        }
+        return sum(sizes[lv] for lv in self.levels)
+
+
+def detection_count_vector(classes: np.ndarray, layout: CountLayout) -> np.ndarray:
+    """Count detections the way the counting view counts objects.
+
+    Args:
+        classes: [N] contiguous class indices of the detections to count.
+        layout: the counting view's channel layout.
+
+    Returns:
+        [C] int64 counts, C = ``layout.num_channels``.
+    """
+    classes = np.asarray(classes, dtype=np.int64).reshape(-1)
+    if classes.size and (classes.min() < 0 or classes.max() >= layout.num_classes):
+        raise ValueError(f"class index out of range 0..{layout.num_classes - 1}: {classes}")
+    parts = []
+    for level in layout.levels:
+        if level == "total":
+            parts.append(np.array([classes.size], dtype=np.int64))
+        elif level == "supercategory":
+            supers = np.asarray(layout.class_to_super, dtype=np.int64)[classes]
+            parts.append(np.bincount(supers, minlength=layout.num_supercategories))
+        else:
+            parts.append(np.bincount(classes, minlength=layout.num_classes))
+    return np.concatenate(parts).astype(np.int64)
+
+
+def counts_agree(classes: np.ndarray, counts: np.ndarray, layout: CountLayout) -> bool:
+    """Whether detections of ``classes`` match the rounded counting view on every channel.
+
+    Args:
+        classes: [N] contiguous class indices of the confident detections.
+        counts: [C] predicted (real-valued) counts of the counting view.
+        layout: the channel layout of ``counts``.
+    """
+    counts = np.asarray(counts, dtype=np.float64).reshape(-1)
+    if counts.size != layout.num_channels:
+        raise ValueError(
+            f"counting view has {counts.size} channels, layout {layout.levels} expects "
+            f"{layout.num_channels}"
+        )
+    # Half-up rounding; a negative prediction counts as zero objects.
+    predicted = np.floor(np.clip(counts, 0, None) + 0.5).astype(np.int64)
+    return bool(np.array_equal(predicted, detection_count_vector(classes, layout)))
+
+
+def threshold_for_round(schedule: Sequence[float], round_index: int) -> float:
+    """The image-level score threshold of distillation round ``round_index`` (1-based).
+
+    Round 1 uses ``schedule[0]``; rounds past the end of the schedule keep its last value.
+    """
+    if round_index < 1:
+        raise ValueError(f"distillation rounds are numbered from 1, got {round_index}")
+    if not schedule:
+        raise ValueError("empty threshold schedule")
+    if any(not 0.0 <= t <= 1.0 for t in schedule):
+        raise ValueError(f"thresholds must lie in [0, 1]: {list(schedule)}")
+    if any(b < a for a, b in zip(schedule, schedule[1:], strict=False)):
+        raise ValueError(f"the threshold schedule must not decrease: {list(schedule)}")
+    return float(schedule[min(round_index, len(schedule)) - 1])
+
+
+@dataclass
+class Selection:
+    """The decision for one image.
+
+    Attributes:
+        kind: IMAGE_LEVEL, INSTANCE_LEVEL or REJECTED.
+        keep: indices of the detections that become labels.
+        ignore: indices of uncertain detections whose regions are painted over (instance-level
+            samples only).
+    """
+
+    kind: str
+    keep: np.ndarray
+    ignore: np.ndarray
+
+
+def select_image(
+    scores: np.ndarray,
+    classes: np.ndarray,
+    counts: np.ndarray,
+    layout: CountLayout,
+    *,
+    threshold: float,
+    instance_threshold: float,
+    uncertain_threshold: float,
+    min_detections: int = 1,
+) -> Selection:
+    """Decide how a teacher's output on one image becomes a pseudo-label (see module doc).
+
+    Args:
+        scores: [N] detection scores.
+        classes: [N] contiguous class indices.
+        counts: [C] counting-view predictions, laid out as ``layout`` says.
+        layout: the counting view's channel layout.
+        threshold: the round's image-level score threshold.
+        instance_threshold: score a detection needs to be kept from a non-agreeing image.
+        uncertain_threshold: detections of instance-level samples scoring in
+            [uncertain_threshold, instance_threshold) are returned in ``ignore``.
+        min_detections: an image needs at least this many confident detections to be taken
+            whole; an empty checkout tray teaches nothing and is most likely a missed pile.
+
+    Returns:
+        The Selection for this image.
+    """
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    classes = np.asarray(classes, dtype=np.int64).reshape(-1)
+    if scores.shape != classes.shape:
+        raise ValueError(f"{scores.size} scores but {classes.size} classes")
+    empty = np.zeros(0, dtype=np.int64)
+    confident = np.flatnonzero(scores >= threshold)
+    if confident.size >= min_detections and counts_agree(classes[confident], counts, layout):
+        return Selection(IMAGE_LEVEL, confident, empty)
+    keep = np.flatnonzero(scores >= instance_threshold)
+    if keep.size == 0:
+        return Selection(REJECTED, empty, empty)
+    ignore = np.flatnonzero((scores >= uncertain_threshold) & (scores < instance_threshold))
+    return Selection(INSTANCE_LEVEL, keep, ignore)
+
+
+def paint_regions(
+    image: np.ndarray,
+    paint_boxes: np.ndarray,
+    keep_boxes: np.ndarray,
+    color: Sequence[float],
+) -> tuple[np.ndarray, int]:
+    """Paint uncertain boxes with a flat colour, leaving the kept (labelled) boxes untouched.
+
+    The student then sees neither an unlabelled object (which would teach "background") nor
+    a labelled object damaged by paint. The colour is the network's pixel mean, i.e. an input of
+    zero after normalisation: the most neutral thing to show the backbone.
+
+    Args:
+        image: [H, W, 3] uint8 image (not modified).
+        paint_boxes: [M, 4] XYXY boxes in pixels to paint over.
+        keep_boxes: [K, 4] XYXY boxes in pixels to keep intact.
+        color: three channel values, in the image's channel order.
+
+    Returns:
+        (painted copy of ``image``, number of painted pixels).
+    """
+    h, w = image.shape[:2]
+    mask = np.zeros((h, w), dtype=bool)
+    for box in _pixel_boxes(paint_boxes, w, h):
+        mask[box[1] : box[3], box[0] : box[2]] = True
+    for box in _pixel_boxes(keep_boxes, w, h):
+        mask[box[1] : box[3], box[0] : box[2]] = False
+    out = image.copy()
+    out[mask] = np.clip(np.round(np.asarray(color, dtype=np.float64)), 0, 255).astype(image.dtype)
+    return out, int(mask.sum())
+
+
+def _pixel_boxes(boxes: np.ndarray, width: int, height: int) -> np.ndarray:
+    """XYXY float boxes -> integer pixel ranges (x0, y0, x1, y1), clipped to the image."""
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    x0 = np.clip(np.floor(boxes[:, 0]), 0, width)
+    y0 = np.clip(np.floor(boxes[:, 1]), 0, height)
+    x1 = np.clip(np.ceil(boxes[:, 2]), 0, width)
+    y1 = np.clip(np.ceil(boxes[:, 3]), 0, height)
+    return np.stack([x0, y0, x1, y1], axis=1).astype(np.int64)
