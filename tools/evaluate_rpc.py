@@ -1,0 +1,71 @@
+#!/usr/bin/env python
+"""Evaluate a COCO-format results file on an RPC annotation file, as rpctool's command line does.
+
+    python tools/evaluate_rpc.py RESULTS.json ANNOTATIONS.json [--levels easy,medium,hard,averaged]
+        [--threshold T | --search] [--no-map] [--output-dir DIR]
+
+Without --threshold or --search, both protocols are reported: the fixed threshold 0.5 (the
+deployable figure) and rpctool's threshold searched on the evaluated set (optimistic).
+Prints a Markdown table; with --output-dir also writes rpc_metrics.json and rpc_metrics.md.
+"""
+
+import argparse
+import json
+import logging
+import sys
+
+import dpsnet  # noqa: F401  (applies the detectron2 shims)
+from dpsnet.evaluation.rpc_report import evaluate_files, markdown_report
+from dpsnet.utils.io import BadInputError
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("results", help="COCO results: [{image_id, category_id, bbox, score}]")
+    parser.add_argument("annotations", help="RPC/COCO ground-truth annotation JSON")
+    parser.add_argument(
+        "--levels",
+        type=lambda s: [x for x in s.replace(" ", "").split(",") if x],
+        default=None,
+        help='comma-separated levels, e.g. "easy,medium,hard,averaged" (default: every level '
+        "present, then averaged)",
+    )
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--threshold", type=float, help="fixed score threshold only")
+    group.add_argument(
+        "--search", action="store_true", help="only rpctool's searched threshold (optimistic)"
+    )
+    parser.add_argument("--no-map", action="store_true", help="skip mAP50 / mmAP (pycocotools)")
+    parser.add_argument("--output-dir", help="write rpc_metrics.json and rpc_metrics.md here")
+    parser.add_argument("--top-k", type=int, default=10, help="rows of the error-analysis tables")
+    parser.add_argument("--json", action="store_true", help="print the flat metrics as JSON")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
+        print(f"error: --threshold {args.threshold} is outside [0, 1]", file=sys.stderr)
+        return 2
+    threshold = None if args.search else (0.5 if args.threshold is None else args.threshold)
+    try:
+        report = evaluate_files(
+            args.results,
+            args.annotations,
+            levels=args.levels,
+            score_threshold=threshold,
+            search_threshold=args.search or args.threshold is None,
+            compute_map=not args.no_map,
+            output_dir=args.output_dir,
+            top_k=args.top_k,
+        )
+    except BadInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(report["metrics"], indent=2) if args.json else markdown_report(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
