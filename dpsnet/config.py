@@ -90,3 +90,13 @@ def _add_test_config(cfg: CN) -> None:
     cfg.TEST.RPC = CN()
     # Fixed score threshold for counting a detection in the headline checkout metrics.
     cfg.TEST.RPC.SCORE_THRESHOLD = 0.5
+    # Also report rpctool's protocol: threshold searched on the evaluated set (optimistic).
+    cfg.TEST.RPC.SEARCH_THRESHOLD = True
+    # Compute box mAP50 / mmAP with pycocotools (the slowest part on large sets).
+    cfg.TEST.RPC.COMPUTE_MAP = True
+    # Levels to report besides "averaged" ([] = every level present in the ground truth).
+    cfg.TEST.RPC.LEVELS = []
+    # Rows in the "most miscounted" and "most confused categories" tables.
+    cfg.TEST.RPC.TOP_K = 10
+    # IoU for matching boxes (ignoring category) when finding confused categories.
+    cfg.TEST.RPC.MATCH_IOU = 0.5
