@@ -16,3 +16,40 @@ torch.set_num_threads(1)
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+#: Sizes of the test suite's mini world: tiny, built in about a second.
+MINI_WORLD_TEST_SIZES = dict(
+    num_products=6,
+    views_per_product=4,
+    bad_views_per_product=1,
+    val_images=6,
+    test_images=6,
+    pool_images=6,
+    d2s_views_per_product=1,
+    d2s_val_images=3,
+    exemplar_size=128,
+    image_size=192,
+    lookalike_pairs=1,
+)
+
+
+@pytest.fixture(scope="session")
+def mini_world(tmp_path_factory):
+    """A tiny mini world (``dpsnet.data.mini_world``) registered under unique names.
+
+    Returns a ``MiniWorld``: ``.root``, ``.seed``, ``.sizes``, ``.counts`` (the generator's own
+    counts per split), ``.paths`` (files by role) and ``.names`` (split key -> dataset name:
+    ``train``, ``val``, ``test``, ``{val,test}_{easy,medium,hard}``, ``pool``,
+    ``d2s_training``, ``d2s_validation``, ``d2s_validation_wo_occlusion``). Read-only: tests
+    that change files make their own copy.
+    """
+    import uuid
+
+    from dpsnet.data.datasets import register_mini_world, unregister_all
+    from dpsnet.data.mini_world import build_mini_world
+
+    world = build_mini_world(tmp_path_factory.mktemp("mini_world"), 0, **MINI_WORLD_TEST_SIZES)
+    world.names = register_mini_world(world.root, prefix=f"mini_fixture_{uuid.uuid4().hex[:8]}")
+    yield world
+    unregister_all(world.names)
