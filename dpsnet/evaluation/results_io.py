@@ -176,15 +176,19 @@ class RPCGroundTruth:
         ]
         contiguous_to_row = np.empty(len(classes), np.int64)
         contiguous_to_row[order] = np.arange(len(classes))
-        ann_image, ann_cat, boxes, crowd = [], [], [], []
+        ann_image, ann_cat, boxes, modes, crowd = [], [], [], [], []
         for row, rec in enumerate(records):
             for a in rec.get("annotations", []):
                 ann_image.append(row)
                 ann_cat.append(a["category_id"])
-                mode = a.get("bbox_mode", BoxMode.XYWH_ABS)
-                boxes.append(BoxMode.convert(list(a["bbox"]), mode, BoxMode.XYWH_ABS))
+                boxes.append(list(a["bbox"]))
+                modes.append(int(a.get("bbox_mode", BoxMode.XYWH_ABS)))
                 crowd.append(bool(a.get("iscrowd", 0)))
         bbox = np.array(boxes, dtype=np.float64).reshape(-1, 4)
+        modes = np.array(modes, dtype=np.int64)
+        for mode in set(modes.tolist()) - {int(BoxMode.XYWH_ABS)}:
+            rows = modes == mode  # float64 arrays: a list would go through float32 tensors
+            bbox[rows] = BoxMode.convert(bbox[rows], BoxMode(mode), BoxMode.XYWH_ABS)
         return cls(
             image_ids=np.array([r["image_id"] for r in records], dtype=np.int64),
             file_names=[str(r.get("file_name", "")) for r in records],

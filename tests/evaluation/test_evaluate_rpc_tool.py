@@ -1,0 +1,59 @@
+"""tools/evaluate_rpc.py: both protocols, one of them, levels, and one-line errors."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "evaluate_rpc.py"
+
+
+@pytest.fixture(scope="module")
+def tool():
+    spec = importlib.util.spec_from_file_location("evaluate_rpc_tool", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture()
+def files(tmp_path, small_gt, small_results):
+    ann, res = tmp_path / "ann.json", tmp_path / "res.json"
+    ann.write_text(json.dumps(small_gt))
+    res.write_text(json.dumps(small_results))
+    return str(res), str(ann)
+
+
+def test_default_reports_fixed_and_search(tool, files, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert tool.main([*files, "--output-dir", str(out), "--no-map"]) == 0
+    printed = capsys.readouterr().out
+    assert "Fixed score threshold 0.5" in printed and "rpctool protocol" in printed
+    metrics = json.loads((out / "rpc_metrics.json").read_text())["metrics"]
+    assert "cAcc" in metrics and "search/hard/cAcc" in metrics and "mAP50" not in metrics
+
+
+def test_threshold_only_search_only_and_levels(tool, files, capsys):
+    assert tool.main([*files, "--threshold", "0.7", "--levels", "easy,averaged", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert metrics["score_threshold"] == 0.7 and "easy/mAP50" in metrics
+    assert not any(k.startswith("search/") or k.startswith("hard/") for k in metrics)
+    assert tool.main([*files, "--search", "--no-map", "--json"]) == 0
+    metrics = json.loads(capsys.readouterr().out)
+    assert "score_threshold" not in metrics and "cAcc" not in metrics and "search/cAcc" in metrics
+    with pytest.raises(SystemExit):
+        tool.main([*files, "--search", "--threshold", "0.5"])
+
+
+def test_bad_results_file_is_one_line_error(tool, files, tmp_path, capsys):
+    res, ann = files
+    bad = json.loads(Path(res).read_text())
+    bad[6]["score"] = None
+    Path(res).write_text(json.dumps(bad))
+    assert tool.main([res, ann]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "entry 6 has a non-numeric score" in err and res in err
+    Path(res).write_text("{not json")
+    assert tool.main([res, ann]) == 1
+    assert "malformed JSON" in capsys.readouterr().err
