@@ -53,11 +53,14 @@ class CountLayout:
         num_classes: K, the number of contiguous categories of the detector.
         class_to_super: [K] int array, the supercategory index (0..S-1) of each category; needed
             only when "supercategory" is among ``levels``.
+        num_supers: S, the number of supercategory channels (None: ``max(class_to_super) + 1``;
+            give it when the last supercategories have no category).
     """
 
     levels: tuple[str, ...]
     num_classes: int
     class_to_super: np.ndarray | None = field(default=None, compare=False)
+    num_supers: int | None = None
 
     def __post_init__(self):
         if not self.levels or any(lv not in _LEVELS for lv in self.levels):
@@ -72,6 +75,8 @@ class CountLayout:
 
     @property
     def num_supercategories(self) -> int:
+        if self.num_supers is not None:
+            return int(self.num_supers)
         if self.class_to_super is None or len(self.class_to_super) == 0:
             return 0
         return int(np.max(self.class_to_super)) + 1

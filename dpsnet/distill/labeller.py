@@ -1,0 +1,308 @@
+"""Pseudo-labelling a pool of unlabelled checkout images with a teacher model.
+
+The teacher runs on every pool image (split across processes by detectron2's inference sampler);
+``pseudo_labels.select_image`` decides per image; instance-level samples get a painted copy of the
+image (uncertain detections covered with the pixel mean, see ``pseudo_labels.paint_regions``);
+rank 0 gathers the records, writes the round's JSON atomically (RPC/COCO layout, plus a few
+``pseudo_*`` fields) and every process registers it as a dataset.
+
+Why painting rather than an ignore flag in the loss: it needs no change to detectron2's RPN and
+box-head losses, and it keeps the *counting* target honest too: a painted-over object is gone from
+the image, so the density map built from the kept boxes is right for what the student sees. An
+ignore flag would leave an unlabelled object in the image with no Gaussian in the density target.
+
+Only ``file_name``, ``image_id``, ``height`` and ``width`` of the pool's records are used: any
+annotation the pool dataset might carry is dropped before the teacher sees the images.
+"""
+
+import logging
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
+from detectron2.utils import comm
+
+from dpsnet.distill.pseudo_labels import (
+    IMAGE_LEVEL,
+    INSTANCE_LEVEL,
+    REJECTED,
+    CountLayout,
+    paint_regions,
+    select_image,
+)
+from dpsnet.utils.io import atomic_write_image, atomic_write_json, read_image
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "count_layout_from_metadata",
+    "label_pool",
+    "pool_records",
+    "register_pseudo_labels",
+]
+
+# Keys of a pool record the labeller may read: never its annotations.
+_POOL_KEYS = ("file_name", "image_id", "height", "width")
+
+
+def pool_records(pool_name: str) -> list[dict]:
+    """The pool's images, stripped of anything but where they are and their size."""
+    return [{k: r[k] for k in _POOL_KEYS if k in r} for r in DatasetCatalog.get(pool_name)]
+
+
+def class_to_super_from_metadata(meta) -> tuple[np.ndarray | None, int]:
+    """([K] supercategory channel per contiguous class, S) from the metadata.
+
+    ``thing_supercategory_ids`` index ``supercategory_names`` (the counting view has one channel
+    per name); without names, the ids are made dense in sorted order.
+    """
+    ids = meta.get("thing_supercategory_ids", None)
+    if ids is None:
+        return None, 0
+    ids = np.asarray(list(ids), dtype=np.int64)
+    names = meta.get("supercategory_names", None)
+    if names is not None:
+        return ids, len(names)
+    uniq, dense = np.unique(ids, return_inverse=True)
+    return dense.astype(np.int64), len(uniq)
+
+
+def count_layout_from_metadata(
+    meta, num_channels: int, levels: list[str] | tuple[str, ...] = ()
+) -> CountLayout:
+    """The counting view's channel layout, given explicitly or inferred from its channel count.
+
+    Args:
+        meta: metadata of the training datasets (``thing_classes``, optional
+            ``thing_supercategory_ids``).
+        num_channels: C, the number of channels the counting view predicts.
+        levels: explicit levels (``cfg.DISTILL.COUNT_LEVELS``); empty: infer from C.
+
+    Raises:
+        ValueError: the layout cannot be inferred unambiguously or does not match C.
+    """
+    num_classes = len(meta.thing_classes)
+    class_to_super, num_super = class_to_super_from_metadata(meta)
+    if levels:
+        layout = CountLayout(tuple(levels), num_classes, class_to_super, num_super or None)
+    else:
+        candidates = [("total",), ("category",), ("total", "supercategory", "category")]
+        if num_super:
+            candidates += [("supercategory",), ("total", "supercategory")]
+        sizes = {"total": 1, "supercategory": num_super, "category": num_classes}
+        fits = [c for c in candidates if sum(sizes[lv] for lv in c) == num_channels]
+        if len(fits) != 1:
+            raise ValueError(
+                f"cannot tell which levels {num_channels} counting channels hold "
+                f"({num_classes} categories, {num_super} supercategories): set DISTILL.COUNT_LEVELS"
+            )
+        layout = CountLayout(fits[0], num_classes, class_to_super, num_super or None)
+    if layout.num_channels != num_channels:
+        raise ValueError(
+            f"DISTILL.COUNT_LEVELS {list(layout.levels)} means {layout.num_channels} channels, "
+            f"the counting view has {num_channels}"
+        )
+    return layout
+
+
+def _xyxy_to_xywh(box) -> list[float]:
+    x0, y0, x1, y1 = (float(v) for v in box)
+    return [x0, y0, x1 - x0, y1 - y0]
+
+
+def _label_one(record, output, layout, params, image_dir, contiguous_to_dataset) -> dict:
+    """Selection, painting and annotation records for one image (runs on the image's rank)."""
+    inst = output["instances"].to("cpu")
+    boxes = inst.pred_boxes.tensor.numpy().astype(np.float64)
+    scores = inst.scores.numpy()
+    classes = inst.pred_classes.numpy()
+    counts = output["counts"].detach().cpu().numpy().reshape(-1)
+    sel = select_image(
+        scores,
+        classes,
+        counts,
+        layout,
+        threshold=params["threshold"],
+        instance_threshold=params["instance_threshold"],
+        uncertain_threshold=params["uncertain_threshold"],
+    )
+    result = {
+        "pool_image_id": record["image_id"],
+        "pool_file_name": record["file_name"],
+        "kind": sel.kind,
+        "predicted_count": float(counts[0]) if layout.levels[0] == "total" else float(counts.sum()),
+    }
+    if sel.kind == REJECTED:
+        return result
+    file_name = os.path.abspath(record["file_name"])
+    painted_boxes = boxes[sel.ignore]
+    painted_pixels = 0
+    if sel.kind == INSTANCE_LEVEL and len(painted_boxes):
+        image = read_image(record["file_name"])
+        color = params["paint_color_bgr"]
+        painted, painted_pixels = paint_regions(image, painted_boxes, boxes[sel.keep], color)
+        stem = Path(record["file_name"]).stem
+        file_name = str(Path(image_dir) / f"{record['image_id']}_{stem}.png")
+        atomic_write_image(file_name, painted)
+    height = record.get("height") or int(output.get("height", 0))
+    width = record.get("width") or int(output.get("width", 0))
+    result.update(
+        file_name=file_name,
+        height=height,
+        width=width,
+        painted_boxes=[[round(float(v), 2) for v in b] for b in painted_boxes],
+        painted_pixels=painted_pixels,
+        annotations=[
+            {
+                "category_id": contiguous_to_dataset[int(classes[i])],
+                "bbox": [round(v, 2) for v in _xyxy_to_xywh(boxes[i])],
+                "score": round(float(scores[i]), 4),
+            }
+            for i in sel.keep
+        ],
+    )
+    return result
+
+
+def label_pool(
+    model,
+    records: list[dict],
+    mapper,
+    *,
+    layout_fn,
+    params: dict,
+    image_dir: str | os.PathLike,
+    contiguous_to_dataset: dict[int, int],
+) -> list[dict] | None:
+    """Run the teacher on this process's share of ``records`` and gather the results on rank 0.
+
+    Args:
+        model: the teacher, in eval mode, with count-guided inference off (the two views must be
+            independent for their agreement to mean anything).
+        records: the pool's records (see ``pool_records``); every rank passes the full list.
+        mapper: the test-time dataset mapper.
+        layout_fn: C -> CountLayout, called once with the counting view's channel count.
+        params: threshold, instance_threshold, uncertain_threshold, paint_color_bgr.
+        image_dir: where painted copies go.
+        contiguous_to_dataset: contiguous class index -> dataset category id.
+
+    Returns:
+        On rank 0, one result per pool image, sorted by image id; None on other ranks.
+    """
+    loader = build_detection_test_loader(dataset=records, mapper=mapper)
+    layout = None
+    results = []
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover
+        tqdm = None
+    it = loader
+    if tqdm is not None and comm.is_main_process():
+        it = tqdm(loader, desc=f"pseudo-labelling (rank 0 of {comm.get_world_size()})")
+    with torch.no_grad():
+        for inputs in it:
+            outputs = model(inputs)
+            for inp, out in zip(inputs, outputs, strict=True):
+                if layout is None:
+                    layout = layout_fn(int(out["counts"].numel()))
+                record = {k: inp[k] for k in _POOL_KEYS if k in inp}
+                results.append(
+                    _label_one(record, out, layout, params, image_dir, contiguous_to_dataset)
+                )
+    gathered = comm.gather(results, dst=0)
+    if not comm.is_main_process():
+        return None
+    merged = [r for part in gathered for r in part]
+    merged.sort(key=lambda r: r["pool_image_id"])
+    return merged
+
+
+def summarize(results: list[dict]) -> dict:
+    """Statistics of a round's selection: images and boxes per kind."""
+    kinds = Counter(r["kind"] for r in results)
+    boxes = Counter()
+    for r in results:
+        boxes[r["kind"]] += len(r.get("annotations", []))
+    n = max(len(results), 1)
+    return {
+        "pool_images": len(results),
+        "image_level_images": kinds[IMAGE_LEVEL],
+        "instance_level_images": kinds[INSTANCE_LEVEL],
+        "rejected_images": kinds[REJECTED],
+        "image_level_boxes": boxes[IMAGE_LEVEL],
+        "instance_level_boxes": boxes[INSTANCE_LEVEL],
+        "boxes": boxes[IMAGE_LEVEL] + boxes[INSTANCE_LEVEL],
+        "painted_boxes": sum(len(r.get("painted_boxes", [])) for r in results),
+        "painted_pixels": sum(r.get("painted_pixels", 0) for r in results),
+        "image_level_fraction": kinds[IMAGE_LEVEL] / n,
+        "mean_predicted_count": float(np.mean([r["predicted_count"] for r in results]))
+        if results
+        else 0.0,
+    }
+
+
+def pseudo_label_json(results: list[dict], categories: list[dict], info: dict) -> dict:
+    """The round's dataset in RPC/COCO layout; rejected images are left out."""
+    images, annotations = [], []
+    for r in results:
+        if r["kind"] == REJECTED:
+            continue
+        images.append(
+            {
+                "id": r["pool_image_id"],
+                "file_name": r["file_name"],
+                "width": r["width"],
+                "height": r["height"],
+                "pool_image_id": r["pool_image_id"],
+                "pool_file_name": r["pool_file_name"],
+                "pseudo_kind": r["kind"],
+                "painted_boxes": r["painted_boxes"],
+            }
+        )
+        for a in r["annotations"]:
+            x, y, w, h = a["bbox"]
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": r["pool_image_id"],
+                    "category_id": a["category_id"],
+                    "bbox": a["bbox"],
+                    "area": round(w * h, 2),
+                    "iscrowd": 0,
+                    "score": a["score"],
+                    "point_xy": [round(x + w / 2, 2), round(y + h / 2, 2)],
+                }
+            )
+    return {"info": info, "categories": categories, "images": images, "annotations": annotations}
+
+
+def write_pseudo_labels(path: str | os.PathLike, data: dict) -> None:
+    atomic_write_json(path, data)
+
+
+def register_pseudo_labels(name: str, json_file: str, train_meta) -> None:
+    """Register (or re-register) a round's pseudo-labels under ``name`` with the training
+    datasets' class metadata, marked ``distill_pseudo`` for the mixing sampler."""
+    if name in DatasetCatalog.list():
+        DatasetCatalog.remove(name)
+    if name in MetadataCatalog.list():
+        MetadataCatalog.remove(name)
+    metadata = {
+        k: v
+        for k, v in train_meta.as_dict().items()
+        if k not in ("name", "json_file", "image_root", "evaluator_type")
+    }
+    metadata["distill_pseudo"] = True
+    try:
+        from dpsnet.data.datasets import register_checkout_dataset
+    except ImportError:
+        register_checkout_dataset = None
+    if register_checkout_dataset is not None:
+        register_checkout_dataset(name, json_file, "", metadata=metadata)
+    else:  # before the datasets package provides its registrar: detectron2's COCO loader
+        from detectron2.data.datasets import register_coco_instances
+
+        register_coco_instances(name, metadata, json_file, "")

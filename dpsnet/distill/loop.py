@@ -1,0 +1,368 @@
+"""The distillation loop: round 0 on synthesized data, then rounds of pseudo-label -> train -> eval.
+
+Layout under ``cfg.OUTPUT_DIR``::
+
+    distill_state.json        which stage every round reached (rewritten atomically)
+    distill_report.{json,md,png}
+    round_0/                  synthesis-only model (the baseline), its evaluation
+    round_<r>/                pseudo_labels.json, images/ (painted copies), student checkpoints,
+                              eval_<mode>/ (evaluation outputs)
+
+A round goes through the stages start -> labelled -> audited -> trained -> done; the state file is
+written after each, so a killed run resumes at the stage it reached, and inside training at the
+last detectron2 checkpoint of that round (``resume_or_load(resume=True)``). Paths are fixed by the
+round number, so every process knows them without communication; only rank 0 writes files.
+
+The work of each stage sits in a ``Steps`` object (``Detectron2Steps`` by default), so the loop's
+bookkeeping can be tested with fast stand-ins.
+"""
+
+import copy
+import logging
+import os
+from pathlib import Path
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.utils import comm
+
+from dpsnet.distill import report
+from dpsnet.distill.audit import audit_pseudo_label_files
+from dpsnet.distill.guard import check_pool_disjoint
+from dpsnet.distill.labeller import (
+    count_layout_from_metadata,
+    label_pool,
+    pool_records,
+    pseudo_label_json,
+    register_pseudo_labels,
+    summarize,
+)
+from dpsnet.distill.pseudo_labels import threshold_for_round
+from dpsnet.distill.trainer import DistillTrainer
+from dpsnet.engine import build_mapper
+from dpsnet.utils.io import atomic_write_json, load_json
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "STATE_FILE",
+    "Detectron2Steps",
+    "RunMismatchError",
+    "check_guard",
+    "pseudo_dataset_name",
+    "round_dir",
+    "run_distillation",
+    "set_count_guided",
+]
+
+STATE_FILE = "distill_state.json"
+STAGES = ("start", "labelled", "audited", "trained", "done")
+# Settings a resumed run must share with the run that wrote the state file.
+_FINGERPRINT_KEYS = (
+    "DISTILL.THRESHOLD_SCHEDULE",
+    "DISTILL.INSTANCE_THRESHOLD",
+    "DISTILL.UNCERTAIN_THRESHOLD",
+    "DISTILL.STUDENT_INIT",
+    "DISTILL.MIX_RATIO",
+    "DISTILL.ITERS_PER_ROUND",
+    "DISTILL.ROUND0_WEIGHTS",
+    "DISTILL.POOL_DATASET",
+    "DISTILL.EVAL_DATASET",
+    "DATASETS.TRAIN",
+    "SOLVER.MAX_ITER",
+)
+# Config keys that switch count-guided inference, in the order they are looked for.
+_COUNT_GUIDED_KEYS = (
+    "MODEL.DPSNET.COUNT_GUIDED_INFERENCE",
+    "MODEL.DPSNET.COUNT_GUIDED",
+    "TEST.COUNT_GUIDED",
+)
+
+
+class RunMismatchError(RuntimeError):
+    """OUTPUT_DIR holds a distillation run made with different settings."""
+
+
+def round_dir(cfg, r: int) -> Path:
+    return Path(cfg.OUTPUT_DIR) / f"round_{r}"
+
+
+def pseudo_dataset_name(cfg, r: int) -> str:
+    return f"{cfg.DISTILL.POOL_DATASET}_pseudo_r{r}"
+
+
+def _get(cfg, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
+
+
+def count_guided_key(cfg) -> str | None:
+    """The config key of count-guided inference, or None when the model has none."""
+    for key in _COUNT_GUIDED_KEYS:
+        try:
+            value = _get(cfg, key)
+        except KeyError:
+            continue
+        if isinstance(value, bool):
+            return key
+    return None
+
+
+def set_count_guided(cfg, on: bool) -> bool:
+    """Switch count-guided inference in a (mutable) config; False when there is no such key."""
+    key = count_guided_key(cfg)
+    if key is None:
+        return False
+    *parents, leaf = key.split(".")
+    node = cfg
+    for part in parents:
+        node = node[part]
+    node[leaf] = bool(on)
+    return True
+
+
+def _fingerprint(cfg) -> dict:
+    out = {}
+    for key in _FINGERPRINT_KEYS:
+        value = _get(cfg, key)
+        out[key] = list(value) if isinstance(value, (list, tuple)) else value
+    return out
+
+
+def _dataset_files(name: str) -> list[str]:
+    return [r["file_name"] for r in DatasetCatalog.get(name)]
+
+
+def check_guard(cfg) -> dict[str, int]:
+    """The honesty guard on the config's pool and evaluation splits (see ``guard``)."""
+    eval_names = [cfg.DISTILL.EVAL_DATASET, *cfg.DATASETS.TEST]
+    eval_names = list(dict.fromkeys(n for n in eval_names if n))
+    return check_pool_disjoint(
+        cfg.DISTILL.POOL_DATASET,
+        _dataset_files(cfg.DISTILL.POOL_DATASET),
+        {n: _dataset_files(n) for n in eval_names},
+        transductive=cfg.DISTILL.TRANSDUCTIVE,
+    )
+
+
+def categories_from_metadata(meta) -> list[dict]:
+    """COCO categories (dataset ids, names, supercategories) of the training datasets."""
+    if meta.get("categories", None):
+        return copy.deepcopy(list(meta.categories))
+    id_map = meta.get("thing_dataset_id_to_contiguous_id", None) or {
+        i + 1: i for i in range(len(meta.thing_classes))
+    }
+    super_ids = meta.get("thing_supercategory_ids", None)
+    super_names = meta.get("supercategory_names", None)
+    supers = None
+    if super_ids is not None and super_names is not None:
+        supers = [super_names[i] for i in super_ids]
+    cats = []
+    for dataset_id, contiguous in sorted(id_map.items(), key=lambda kv: kv[1]):
+        cat = {"id": int(dataset_id), "name": meta.thing_classes[contiguous]}
+        if supers is not None:
+            cat["supercategory"] = supers[contiguous]
+        cats.append(cat)
+    return cats
+
+
+def round_config(cfg, r: int, teacher_weights: str | None):
+    """The training config of round ``r`` (0: synthesized only; else the student's)."""
+    c = cfg.clone()
+    c.defrost()
+    c.OUTPUT_DIR = str(round_dir(cfg, r))
+    # The loop evaluates itself; an empty test set keeps the trainer's final EvalHook a no-op.
+    c.DATASETS.TEST = ()
+    c.TEST.EVAL_PERIOD = 0
+    if cfg.SEED >= 0:
+        c.SEED = cfg.SEED + r
+    if r > 0:
+        c.DATASETS.TRAIN = (*cfg.DATASETS.TRAIN, pseudo_dataset_name(cfg, r))
+        iters = int(cfg.DISTILL.ITERS_PER_ROUND)
+        scale = iters / max(int(cfg.SOLVER.MAX_ITER), 1)
+        c.SOLVER.MAX_ITER = iters
+        c.SOLVER.STEPS = tuple(s2 for s2 in (int(s * scale) for s in cfg.SOLVER.STEPS) if s2 > 0)
+        c.SOLVER.WARMUP_ITERS = min(int(cfg.SOLVER.WARMUP_ITERS), max(iters // 10, 1))
+        init = cfg.DISTILL.STUDENT_INIT
+        if init == "teacher":
+            c.MODEL.WEIGHTS = teacher_weights
+        elif init != "scratch":
+            raise ValueError(f"DISTILL.STUDENT_INIT must be 'teacher' or 'scratch', got {init!r}")
+    c.freeze()
+    return c
+
+
+class Detectron2Steps:
+    """The real work of each stage, with dpsnet's (distillation) trainer."""
+
+    def train(self, cfg) -> str:
+        trainer = DistillTrainer(cfg)
+        trainer.resume_or_load(resume=True)
+        trainer.train()
+        return os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
+
+    def _load(self, cfg, weights: str):
+        model = DistillTrainer.build_model(cfg)
+        DetectionCheckpointer(model).load(weights)
+        model.eval()
+        return model
+
+    def evaluate(self, cfg, weights: str, out_dir: Path) -> dict:
+        """Evaluation results per inference mode on ``DISTILL.EVAL_DATASET`` (rank 0)."""
+        modes = {"default": None}
+        if cfg.DISTILL.COMPARE_COUNT_GUIDED and count_guided_key(cfg) is not None:
+            modes = {"count_guided_off": False, "count_guided_on": True}
+        results = {}
+        for mode, on in modes.items():
+            c = cfg.clone()
+            c.defrost()
+            if on is not None:
+                set_count_guided(c, on)
+            c.DATASETS.TEST = (cfg.DISTILL.EVAL_DATASET,)
+            c.OUTPUT_DIR = str(out_dir / f"eval_{mode}")
+            c.freeze()
+            results[mode] = DistillTrainer.test(c, self._load(c, weights))
+        return results
+
+    def label(self, cfg, teacher_weights: str, r: int, out_json: Path) -> dict | None:
+        """Pseudo-label the pool with the teacher; rank 0 writes ``out_json``, returns stats."""
+        c = cfg.clone()
+        c.defrost()
+        # Count-guided inference reshapes detections with the counts: the two views would no
+        # longer be independent, and their agreement would mean nothing.
+        set_count_guided(c, False)
+        c.freeze()
+        model = self._load(c, teacher_weights)
+        meta = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
+        id_map = meta.get("thing_dataset_id_to_contiguous_id", None) or {
+            i + 1: i for i in range(len(meta.thing_classes))
+        }
+        color = list(cfg.DISTILL.PAINT_COLOR) or list(cfg.MODEL.PIXEL_MEAN)
+        if cfg.INPUT.FORMAT == "RGB":  # painted copies are written by OpenCV, in BGR
+            color = color[::-1]
+        threshold = threshold_for_round(cfg.DISTILL.THRESHOLD_SCHEDULE, r)
+        params = {
+            "threshold": threshold,
+            "instance_threshold": cfg.DISTILL.INSTANCE_THRESHOLD,
+            "uncertain_threshold": cfg.DISTILL.UNCERTAIN_THRESHOLD,
+            "paint_color_bgr": color,
+        }
+        results = label_pool(
+            model,
+            pool_records(cfg.DISTILL.POOL_DATASET),
+            build_mapper(c, False),
+            layout_fn=lambda n: count_layout_from_metadata(meta, n, cfg.DISTILL.COUNT_LEVELS),
+            params=params,
+            image_dir=out_json.parent / "images",
+            contiguous_to_dataset={v: k for k, v in id_map.items()},
+        )
+        stats = None
+        if comm.is_main_process():
+            stats = summarize(results)
+            info = {
+                "description": f"pseudo-labels of {cfg.DISTILL.POOL_DATASET}, round {r}",
+                "round": r,
+                "threshold": threshold,
+                "teacher_weights": str(teacher_weights),
+                "statistics": stats,
+            }
+            data = pseudo_label_json(results, categories_from_metadata(meta), info)
+            atomic_write_json(out_json, data)
+        comm.synchronize()
+        return stats
+
+    def register(self, cfg, r: int, json_file: Path) -> str:
+        name = pseudo_dataset_name(cfg, r)
+        register_pseudo_labels(name, str(json_file), MetadataCatalog.get(cfg.DATASETS.TRAIN[0]))
+        return name
+
+
+def _groundtruth_path(cfg) -> str | None:
+    path = cfg.DISTILL.POOL_GROUNDTRUTH
+    if not path:
+        path = MetadataCatalog.get(cfg.DISTILL.POOL_DATASET).get("groundtruth_json", "")
+    return path if path and os.path.isfile(path) else None
+
+
+def _load_state(cfg) -> dict:
+    path = Path(cfg.OUTPUT_DIR) / STATE_FILE
+    fingerprint = _fingerprint(cfg)
+    if not path.is_file():
+        return {"fingerprint": fingerprint, "rounds": {}}
+    state = load_json(path)
+    changed = [
+        f"{k}: {state['fingerprint'].get(k)!r} -> {v!r}"
+        for k, v in fingerprint.items()
+        if state["fingerprint"].get(k) != v
+    ]
+    if changed:
+        raise RunMismatchError(
+            f"{path} was written by a run with other settings ({'; '.join(changed)}); "
+            "use another OUTPUT_DIR or delete it"
+        )
+    return state
+
+
+def run_distillation(cfg, steps=None, *, guard: bool = True) -> dict:
+    """Run (or resume) every round; returns the state (complete on rank 0).
+
+    Args:
+        cfg: a frozen config with dpsnet's keys.
+        steps: the stage implementations (default ``Detectron2Steps``).
+        guard: run the honesty guard first (the tool runs it before spawning processes).
+    """
+    steps = steps or Detectron2Steps()
+    if guard:
+        check_guard(cfg)
+    state = _load_state(cfg)
+    main = comm.is_main_process()
+    out = Path(cfg.OUTPUT_DIR)
+
+    def save(plot: bool = False):
+        if main:
+            atomic_write_json(out / STATE_FILE, state, indent=1)
+            report.write_report(out, state, plot=plot)
+
+    save()
+    gt_path = _groundtruth_path(cfg)
+    for r in range(int(cfg.DISTILL.NUM_ROUNDS) + 1):
+        rs = state["rounds"].setdefault(str(r), {"stage": "start"})
+        if rs["stage"] == "done":
+            continue
+        rdir = round_dir(cfg, r)
+        pseudo_json = rdir / "pseudo_labels.json"
+        teacher = state["rounds"][str(r - 1)]["weights"] if r > 0 else None
+        logger.info("Distillation round %d: resuming at stage %r", r, rs["stage"])
+        if r == 0:
+            rs["stage"] = "audited"  # nothing to label in round 0
+        if rs["stage"] == "start":
+            rs["threshold"] = threshold_for_round(cfg.DISTILL.THRESHOLD_SCHEDULE, r)
+            rs["teacher"] = teacher
+            rs["pseudo_json"] = str(pseudo_json)
+            rs["statistics"] = steps.label(cfg, teacher, r, pseudo_json)
+            rs["stage"] = "labelled"
+            save()
+        if rs["stage"] == "labelled":
+            # After selection, from the written file: the audit cannot feed selection.
+            if main and gt_path is not None:
+                rs["audit"] = audit_pseudo_label_files(pseudo_json, gt_path)
+                rs["audit"]["groundtruth"] = gt_path
+            rs["stage"] = "audited"
+            save()
+        if rs["stage"] == "audited":
+            if r == 0 and cfg.DISTILL.ROUND0_WEIGHTS:
+                rs["weights"] = cfg.DISTILL.ROUND0_WEIGHTS
+            else:
+                if r > 0:
+                    steps.register(cfg, r, pseudo_json)
+                rs["weights"] = steps.train(round_config(cfg, r, teacher))
+            rs["stage"] = "trained"
+            save()
+        if rs["stage"] == "trained":
+            rs["metrics"] = steps.evaluate(cfg, rs["weights"], rdir)
+            rs["stage"] = "done"
+            save(plot=True)
+        comm.synchronize()
+    return state

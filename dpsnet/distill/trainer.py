@@ -1,0 +1,112 @@
+"""The student's trainer: dpsnet's Trainer with a sampler that mixes synthesized and pseudo data.
+
+detectron2 concatenates the datasets of ``DATASETS.TRAIN``, so a few hundred pseudo-labelled pool
+images would be drowned by thousands of synthesized ones (or the reverse). ``DistillTrainer``
+draws images so that synthesized:pseudo-labelled follows ``DISTILL.MIX_RATIO`` whatever the sizes.
+A dataset is "pseudo" when its metadata has ``distill_pseudo=True`` (set by
+``labeller.register_pseudo_labels``).
+"""
+
+import itertools
+import logging
+
+import numpy as np
+import torch
+from detectron2.data import MetadataCatalog, build_detection_train_loader
+from detectron2.data.build import get_detection_dataset_dicts
+from detectron2.data.detection_utils import check_metadata_consistency
+from detectron2.utils import comm
+from torch.utils.data.sampler import Sampler
+
+from dpsnet.engine import Trainer, build_mapper
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DistillTrainer", "WeightedTrainingSampler", "mixing_weights"]
+
+
+def mixing_weights(group_sizes: list[int], is_pseudo: list[bool], ratio) -> np.ndarray:
+    """Per-image sampling weights so that synthesized:pseudo images follow ``ratio``.
+
+    Args:
+        group_sizes: number of images of each dataset.
+        is_pseudo: whether each dataset is pseudo-labelled.
+        ratio: (synthesized share, pseudo share); a share of 0 leaves that side out.
+
+    Returns:
+        [sum(group_sizes)] float64 weights summing to 1. Within a side, every image has the same
+        weight (datasets of one side are pooled).
+    """
+    r_syn, r_ps = (float(v) for v in ratio)
+    if r_syn < 0 or r_ps < 0 or r_syn + r_ps <= 0:
+        raise ValueError(f"DISTILL.MIX_RATIO must be two non-negative shares, got {list(ratio)}")
+    n_ps = sum(n for n, p in zip(group_sizes, is_pseudo, strict=True) if p)
+    n_syn = sum(group_sizes) - n_ps
+    # A side without images gives its share to the other one.
+    if n_ps == 0:
+        r_ps = 0.0
+    if n_syn == 0:
+        r_syn = 0.0
+    if r_syn + r_ps <= 0:
+        raise ValueError("no images to train on with this DISTILL.MIX_RATIO")
+    parts = []
+    for n, p in zip(group_sizes, is_pseudo, strict=True):
+        share, total = (r_ps, n_ps) if p else (r_syn, n_syn)
+        parts.append(np.full(n, share / total if total else 0.0))
+    w = np.concatenate(parts)
+    return w / w.sum()
+
+
+class WeightedTrainingSampler(Sampler):
+    """Infinite stream of indices drawn with replacement from fixed weights.
+
+    Each process draws its own stream from ``seed + rank``, so processes see different images and
+    the same seed gives the same streams.
+    """
+
+    def __init__(self, weights, seed: int | None = None, chunk: int = 4096):
+        self._weights = torch.as_tensor(np.asarray(weights, dtype=np.float64))
+        if seed is None:
+            seed = comm.shared_random_seed()
+        self._seed = int(seed) + comm.get_rank()
+        self._chunk = chunk
+
+    def __iter__(self):
+        g = torch.Generator()
+        g.manual_seed(self._seed)
+        while True:
+            yield from torch.multinomial(
+                self._weights, self._chunk, replacement=True, generator=g
+            ).tolist()
+
+
+class DistillTrainer(Trainer):
+    """dpsnet's Trainer whose train loader mixes synthesized and pseudo-labelled datasets."""
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        names = list(cfg.DATASETS.TRAIN)
+        is_pseudo = [bool(MetadataCatalog.get(n).get("distill_pseudo", False)) for n in names]
+        if not any(is_pseudo):
+            return super().build_train_loader(cfg)
+        check_metadata_consistency("thing_classes", names)
+        groups = [
+            get_detection_dataset_dicts(
+                [n], filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS, check_consistency=False
+            )
+            for n in names
+        ]
+        sizes = [len(g) for g in groups]
+        weights = mixing_weights(sizes, is_pseudo, cfg.DISTILL.MIX_RATIO)
+        logger.info(
+            "Student data: %s images, synthesized:pseudo = %s",
+            dict(zip(names, sizes, strict=True)),
+            list(cfg.DISTILL.MIX_RATIO),
+        )
+        seed = cfg.SEED if cfg.SEED >= 0 else None
+        return build_detection_train_loader(
+            cfg,
+            mapper=build_mapper(cfg, True),
+            dataset=list(itertools.chain.from_iterable(groups)),
+            sampler=WeightedTrainingSampler(weights, seed=seed),
+        )

@@ -1,0 +1,83 @@
+#!/usr/bin/env python
+"""Iterative knowledge distillation: round 0 on synthesized data, then pseudo-label rounds.
+
+    python tools/distill.py --config-file configs/MiniWorld/<config>.yaml OUTPUT_DIR out/distill
+    python tools/distill.py --config-file C DISTILL.NUM_ROUNDS 2 DISTILL.ITERS_PER_ROUND 200
+    python tools/distill.py --config-file C --num-gpus 2      # pool split over 2 processes
+    python tools/distill.py --config-file C --transductive    # allow a pool sharing eval images
+
+Re-running the same command resumes a killed run at the round, stage and iteration it reached.
+Writes OUTPUT_DIR/distill_report.{json,md,png}.
+"""
+
+import dpsnet  # noqa: F401  (first: shims detectron2 0.6, registers dpsnet's parts)
+
+# isort: split
+import logging
+import sys
+
+from detectron2.engine import default_argument_parser, default_setup
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+from dpsnet.distill.guard import PoolLeakError
+from dpsnet.distill.loop import RunMismatchError, check_guard, run_distillation
+from dpsnet.engine import ConfigError, check_weights, launch, load_config, resolve_device
+
+
+def build_config(args):
+    cfg = load_config(args.config_file, args.opts)
+    if args.transductive:
+        cfg.DISTILL.TRANSDUCTIVE = True
+    return cfg
+
+
+def main(args):
+    cfg = build_config(args)
+    resolve_device(cfg)
+    cfg.freeze()
+    default_setup(cfg, args)
+    setup_logger(output=cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="dpsnet")
+    # The guard already ran in the launching process (below), before any process was spawned.
+    return run_distillation(cfg, guard=False)
+
+
+def build_parser():
+    parser = default_argument_parser()
+    parser.add_argument(
+        "--transductive",
+        action="store_true",
+        help="allow a pool that shares images with the evaluation split (reported as such); "
+        "its labels are still never read for selection",
+    )
+    # detectron2 derives a fixed port from the user id, so two jobs on one machine collide.
+    parser.set_defaults(dist_url="auto")
+    return parser
+
+
+def cli(argv=None):
+    args = build_parser().parse_args(argv)
+    try:  # fail fast, in one line, before any process is spawned
+        cfg = build_config(args)
+        check_weights(cfg)
+        if cfg.DISTILL.ROUND0_WEIGHTS:
+            cfg.MODEL.WEIGHTS = cfg.DISTILL.ROUND0_WEIGHTS
+            check_weights(cfg)
+        check_guard(cfg)
+    except (ConfigError, PoolLeakError, RunMismatchError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    logging.getLogger("dpsnet").info("Command line arguments: %s", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())
