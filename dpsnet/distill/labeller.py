@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
+from detectron2.data import DatasetCatalog, build_detection_test_loader
 from detectron2.utils import comm
 
 from dpsnet.distill.pseudo_labels import (
@@ -145,7 +145,7 @@ def _label_one(record, output, layout, params, image_dir, contiguous_to_dataset)
         color = params["paint_color_bgr"]
         painted, painted_pixels = paint_regions(image, painted_boxes, boxes[sel.keep], color)
         stem = Path(record["file_name"]).stem
-        file_name = str(Path(image_dir) / f"{record['image_id']}_{stem}.png")
+        file_name = os.path.abspath(Path(image_dir) / f"{record['image_id']}_{stem}.png")
         atomic_write_image(file_name, painted)
     height = record.get("height") or int(output.get("height", 0))
     width = record.get("width") or int(output.get("width", 0))
@@ -284,25 +284,19 @@ def write_pseudo_labels(path: str | os.PathLike, data: dict) -> None:
 
 
 def register_pseudo_labels(name: str, json_file: str, train_meta) -> None:
-    """Register (or re-register) a round's pseudo-labels under ``name`` with the training
-    datasets' class metadata, marked ``distill_pseudo`` for the mixing sampler."""
-    if name in DatasetCatalog.list():
-        DatasetCatalog.remove(name)
-    if name in MetadataCatalog.list():
-        MetadataCatalog.remove(name)
-    metadata = {
-        k: v
-        for k, v in train_meta.as_dict().items()
-        if k not in ("name", "json_file", "image_root", "evaluator_type")
-    }
-    metadata["distill_pseudo"] = True
-    try:
-        from dpsnet.data.datasets import register_checkout_dataset
-    except ImportError:
-        register_checkout_dataset = None
-    if register_checkout_dataset is not None:
-        register_checkout_dataset(name, json_file, "", metadata=metadata)
-    else:  # before the datasets package provides its registrar: detectron2's COCO loader
-        from detectron2.data.datasets import register_coco_instances
+    """Register (or re-register) a round's pseudo-labels under ``name``.
 
-        register_coco_instances(name, metadata, json_file, "")
+    The classes come from the training datasets' categories (same order, whatever the JSON
+    holds), and the metadata carries ``distill_pseudo=True`` for the mixing sampler.
+    """
+    from dpsnet.data.datasets import register_checkout_dataset
+
+    register_checkout_dataset(
+        name,
+        json_file,
+        "",  # file names in the pseudo-label JSON are absolute
+        metadata={"distill_pseudo": True},
+        categories_json=train_meta.get("categories_json", None) or json_file,
+        evaluator_type=None,
+        with_masks=False,
+    )

@@ -72,11 +72,7 @@ _FINGERPRINT_KEYS = (
     "SOLVER.MAX_ITER",
 )
 # Config keys that switch count-guided inference, in the order they are looked for.
-_COUNT_GUIDED_KEYS = (
-    "MODEL.DPSNET.COUNT_GUIDED_INFERENCE",
-    "MODEL.DPSNET.COUNT_GUIDED",
-    "TEST.COUNT_GUIDED",
-)
+_COUNT_GUIDED_KEYS = ("MODEL.DPSNET.COUNT_GUIDED.ENABLED",)
 
 
 class RunMismatchError(RuntimeError):
@@ -145,6 +141,16 @@ def check_guard(cfg) -> dict[str, int]:
         {n: _dataset_files(n) for n in eval_names},
         transductive=cfg.DISTILL.TRANSDUCTIVE,
     )
+
+
+def count_levels(cfg) -> list[str]:
+    """Counting-view levels to compare: DISTILL.COUNT_LEVELS, else the counting head's."""
+    if cfg.DISTILL.COUNT_LEVELS:
+        return list(cfg.DISTILL.COUNT_LEVELS)
+    try:
+        return list(cfg.MODEL.COUNTING_HEAD.LEVELS)
+    except (KeyError, AttributeError):
+        return []
 
 
 def categories_from_metadata(meta) -> list[dict]:
@@ -253,7 +259,7 @@ class Detectron2Steps:
             model,
             pool_records(cfg.DISTILL.POOL_DATASET),
             build_mapper(c, False),
-            layout_fn=lambda n: count_layout_from_metadata(meta, n, cfg.DISTILL.COUNT_LEVELS),
+            layout_fn=lambda n: count_layout_from_metadata(meta, n, count_levels(cfg)),
             params=params,
             image_dir=out_json.parent / "images",
             contiguous_to_dataset={v: k for k, v in id_map.items()},
@@ -280,9 +286,14 @@ class Detectron2Steps:
 
 
 def _groundtruth_path(cfg) -> str | None:
+    """The pool's hidden ground truth for the audit: the config's, the metadata's
+    ``groundtruth_json``, or ``pool_groundtruth.json`` in the pool's ``dataset_root``."""
     path = cfg.DISTILL.POOL_GROUNDTRUTH
     if not path:
-        path = MetadataCatalog.get(cfg.DISTILL.POOL_DATASET).get("groundtruth_json", "")
+        meta = MetadataCatalog.get(cfg.DISTILL.POOL_DATASET)
+        path = meta.get("groundtruth_json", "")
+        if not path and meta.get("dataset_root", ""):
+            path = os.path.join(meta.dataset_root, "pool_groundtruth.json")
     return path if path and os.path.isfile(path) else None
 
 

@@ -1,0 +1,114 @@
+"""Pseudo-labelling the mini world's pool with a scripted teacher: JSON, painting, registration."""
+
+import builtins
+
+import numpy as np
+import pytest
+import torch
+from detectron2.config import get_cfg
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.structures import Boxes, Instances
+
+from dpsnet.config import add_dpsnet_config
+from dpsnet.distill.labeller import register_pseudo_labels
+from dpsnet.distill.loop import Detectron2Steps, pseudo_dataset_name
+from dpsnet.distill.trainer import mixing_weights
+from dpsnet.utils.io import load_json, read_image
+
+
+class ScriptedTeacher(torch.nn.Module):
+    """Per pool image (by rank in id order): agreeing, half-confident, or unsure detections."""
+
+    def __init__(self, ids):
+        super().__init__()
+        self.rank = {image_id: i for i, image_id in enumerate(sorted(ids))}
+
+    def forward(self, inputs):
+        outs = []
+        for x in inputs:
+            k = self.rank[x["image_id"]]
+            boxes = [
+                [10.0, 10.0, 50.0, 60.0],
+                [100.0, 100.0, 150.0, 140.0],
+                [40.0, 40.0, 90.0, 90.0],
+            ]
+            if k == 0:  # three detections >= 0.8 and a count of 3: image level
+                scores, count = [0.99, 0.9, 0.85], 3.2
+            elif k == 1:  # the count says 4: instance level, two uncertain ones painted
+                scores, count = [0.97, 0.6, 0.4], 4.0
+            else:  # nothing confident: rejected
+                scores, count = [0.5, 0.4, 0.1], 3.0
+            inst = Instances((x["height"], x["width"]))
+            inst.pred_boxes = Boxes(torch.tensor(boxes))
+            inst.scores = torch.tensor(scores)
+            inst.pred_classes = torch.tensor([0, 1, 2])
+            outs.append({"instances": inst, "counts": torch.tensor([count])})
+        return outs
+
+
+class ScriptedSteps(Detectron2Steps):
+    def __init__(self, ids):
+        self.ids = ids
+
+    def _load(self, cfg, weights):
+        return ScriptedTeacher(self.ids)
+
+
+def test_label_pool_writes_registers_and_never_reads_pool_truth(mini_world, tmp_path, monkeypatch):
+    names = mini_world.names
+    cfg = get_cfg()
+    add_dpsnet_config(cfg)
+    cfg.DATASETS.TRAIN = (names["train"],)
+    cfg.DISTILL.POOL_DATASET = names["pool"]
+    cfg.DISTILL.COUNT_LEVELS = ["total"]
+    cfg.OUTPUT_DIR = str(tmp_path)
+    cfg.freeze()
+    pool = DatasetCatalog.get(names["pool"])
+    ids = [r["image_id"] for r in pool]
+
+    real_open = builtins.open
+
+    def guarded_open(file, *args, **kwargs):
+        assert "pool_groundtruth" not in str(file), "selection read the pool's ground truth"
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", guarded_open)
+    out_json = tmp_path / "round_1" / "pseudo_labels.json"
+    stats = ScriptedSteps(ids).label(cfg, "teacher.pth", 1, out_json)
+    monkeypatch.undo()
+
+    n = len(ids)
+    assert stats["image_level_images"] == 1 and stats["instance_level_images"] == 1
+    assert stats["rejected_images"] == n - 2
+    assert stats["image_level_boxes"] == 3 and stats["instance_level_boxes"] == 1
+    assert stats["painted_boxes"] == 2
+
+    data = load_json(out_json)
+    assert data["info"]["threshold"] == 0.80
+    kinds = {img["pool_image_id"]: img["pseudo_kind"] for img in data["images"]}
+    first, second = sorted(ids)[:2]
+    assert kinds == {first: "image", second: "instance"}
+    # Pseudo labels carry the dataset's category ids, not contiguous indices.
+    train_ids = {c["id"] for c in load_json(mini_world.paths["train_json"])["categories"]}
+    assert {a["category_id"] for a in data["annotations"]} <= train_ids
+
+    # The instance-level image is a painted copy: the uncertain box at (100..150, 100..140) is
+    # flat pixel mean; the kept box (10..50, 10..60) is untouched.
+    inst = next(img for img in data["images"] if img["pseudo_kind"] == "instance")
+    original = read_image(next(r["file_name"] for r in pool if r["image_id"] == second))
+    painted = read_image(inst["file_name"])
+    mean_bgr = np.round(cfg.MODEL.PIXEL_MEAN).astype(np.uint8)
+    assert (painted[110:130, 110:140] == mean_bgr).all()
+    assert np.array_equal(painted[10:60, 10:50], original[10:60, 10:50])
+    assert np.array_equal(painted[170:, 170:], original[170:, 170:])
+
+    # Registered with the training classes; mixing weights follow MIX_RATIO.
+    name = pseudo_dataset_name(cfg, 1)
+    register_pseudo_labels(name, str(out_json), MetadataCatalog.get(names["train"]))
+    try:
+        records = DatasetCatalog.get(name)
+        assert len(records) == 2 and sum(len(r["annotations"]) for r in records) == 4
+        w = mixing_weights([8, len(records)], [False, True], [1.0, 3.0])
+        assert w[:8].sum() == pytest.approx(0.25) and w[8:].sum() == pytest.approx(0.75)
+    finally:
+        DatasetCatalog.remove(name)
