@@ -16,8 +16,12 @@ from rpctool.evaluate_v1.evaluate import evaluate as tool_count_core  # noqa: F4
 from rpctool.evaluate_v1.evaluateMap import evalMap  # noqa: E402
 
 
-def tool_search(results: list, gt: dict) -> dict:
-    """rpctool's searched-threshold row for ``gt`` (raw floats): thre, cAcc, ACD, mCCD, mCIoU."""
+def tool_search(results: list, gt: dict, copy_results: bool = True) -> dict:
+    """rpctool's searched-threshold row for ``gt`` (raw floats): thre, cAcc, ACD, mCCD, mCIoU.
+
+    Its count path does not modify ``results``; ``copy_results=False`` (benchmarks) skips the
+    defensive copy so that only the tool's own work is timed.
+    """
     tables = []
     real_map2 = tool.map2
 
@@ -29,7 +33,7 @@ def tool_search(results: list, gt: dict) -> dict:
     tool.map2, tool.getMmap = spy, False
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            tool.evaluateByJson(copy.deepcopy(results), gt)
+            tool.evaluateByJson(copy.deepcopy(results) if copy_results else results, gt)
     except TypeError as e:  # pandas >= 2 refuses its string formatting, after the search
         assert "Invalid value" in str(e), e
     finally:
@@ -39,22 +43,29 @@ def tool_search(results: list, gt: dict) -> dict:
     return {k: float(row[k]) for k in ("thre", "cAcc", "ACD", "mCCD", "mCIoU")}
 
 
-def level_gt(gt: dict, level: str) -> dict:
+def level_gt(gt: dict, level: str, deep: bool = True) -> dict:
     """The annotation dict restricted to one level, as rpctool's ``evaluateByJsp`` builds it."""
     if level == "averaged":
         return gt
-    coco = copy.deepcopy(gt)
+    coco = copy.deepcopy(gt) if deep else dict(gt)
     coco["images"] = [d for d in coco["images"] if d["level"] == level]
     ids = {d["id"] for d in coco["images"]}
     coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] in ids]
     return coco
 
 
-def tool_map(results: list, gt: dict) -> dict:
-    """rpctool's mAP50 and mmAP (fractions) through its own pycocotools wrapper."""
-    res = [d for d in copy.deepcopy(results) if d["image_id"] in {i["id"] for i in gt["images"]}]
+def tool_map(results: list, gt: dict, copy_inputs: bool = True) -> dict:
+    """rpctool's mAP50 and mmAP (fractions) through its own pycocotools wrapper.
+
+    Its ``loadRes`` adds keys to the result dicts; ``copy_inputs=False`` (benchmarks, inputs
+    copied beforehand) skips the copies so that only the tool's own work is timed.
+    """
+    if copy_inputs:
+        results, gt = copy.deepcopy(results), copy.deepcopy(gt)
+    ids = {i["id"] for i in gt["images"]}
+    res = [d for d in results if d["image_id"] in ids]  # as evaluateByJson filters them
     with contextlib.redirect_stdout(io.StringIO()):
-        out = evalMap(copy.deepcopy(gt), res)
+        out = evalMap(gt, res)
     return {k: float(v) for k, v in out.items()}
 
 
