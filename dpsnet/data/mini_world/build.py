@@ -31,10 +31,13 @@ from pycocotools import mask as mask_utils
 from dpsnet.data.mini_world.products import SUPERCATEGORIES, make_catalogue, render_product
 from dpsnet.data.mini_world.render import (
     LEVELS,
+    exemplar_background,
+    noise_field,
     pick_items,
     premultiply,
     render_checkout,
     render_exemplar,
+    tray_background,
 )
 from dpsnet.utils.io import atomic_write_json
 
@@ -142,6 +145,12 @@ class _World:
         self.sprites = {
             s.category_id: premultiply(*render_product(s, long_side)) for s in self.specs
         }
+        # Banks of backgrounds and noise, varied per image: drawing them anew for every image
+        # would be most of the build time.
+        bank_rng = np.random.default_rng([seed, 9])
+        self.trays = [tray_background(sizes["image_size"], bank_rng) for _ in range(12)]
+        self.noise = noise_field(max(sizes["image_size"], sizes["exemplar_size"]), bank_rng)
+        self.turntables = [exemplar_background(sizes["exemplar_size"], bank_rng) for _ in range(8)]
 
     def exemplar_long_px(self, cat: int) -> float:
         """Exemplar size follows the product's real size (fixed camera distance)."""
@@ -150,8 +159,9 @@ class _World:
         return self.sizes["exemplar_size"] * (0.45 + 0.25 * t)
 
 
-def _exemplar_job(world: _World, index: int, cat: int, view_idx: int, bad: bool, out: Path):
+def _exemplar_job(index: int, cat: int, view_idx: int, bad: bool, out: Path):
     """Render exemplar ``index``; returns (image entry fields, bbox, view record)."""
+    world = _WORLD
     rng = _rng(world.seed, "train", index)
     sz = world.sizes["exemplar_size"]
     view = {
@@ -162,7 +172,9 @@ def _exemplar_job(world: _World, index: int, cat: int, view_idx: int, bad: bool,
         "foreshortening": float(rng.uniform(0.12, 0.28) if bad else rng.uniform(0.78, 1.0)),
     }
     long_px = world.exemplar_long_px(cat) * rng.uniform(0.96, 1.04)
-    image, mask = render_exemplar(world.sprites[cat], sz, long_px, view, rng)
+    image, mask = render_exemplar(
+        world.sprites[cat], sz, long_px, view, rng, world.turntables, world.noise
+    )
     name = f"p{cat:03d}_v{view_idx:02d}.jpg"
     _write_jpg(out / "train2019" / name, image)
     cv2.imwrite(
@@ -178,10 +190,13 @@ def _exemplar_job(world: _World, index: int, cat: int, view_idx: int, bad: bool,
     return name, bbox, view
 
 
-def _checkout_job(world: _World, split: str, index: int, level: str, folder: Path, name: str):
+def _checkout_job(split: str, index: int, level: str, folder: Path, name: str):
+    world = _WORLD
     rng = _rng(world.seed, split, index)
     cats = pick_items(level, [s.category_id for s in world.specs], rng)
-    image, items = render_checkout(world.sprites, world.by_id, world.sizes["image_size"], cats, rng)
+    image, items = render_checkout(
+        world.sprites, world.by_id, world.sizes["image_size"], cats, rng, world.trays, world.noise
+    )
     _write_jpg(folder / name, image)
     return items
 
@@ -242,7 +257,16 @@ def _rpc_json(images: list, anns: list, specs: list, split: str) -> dict:
 
 
 def _map(pool, fn, jobs):
-    return pool.starmap(fn, jobs) if pool is not None else [fn(*j) for j in jobs]
+    return pool.starmap(fn, jobs, chunksize=8) if pool is not None else [fn(*j) for j in jobs]
+
+
+_WORLD = None  # the _World every job draws from (set in this process and in each worker)
+
+
+def _init_worker(seed: int, sizes: dict) -> None:
+    global _WORLD
+    cv2.setNumThreads(1)
+    _WORLD = _World(seed, sizes)
 
 
 def build_mini_world(
@@ -290,16 +314,22 @@ def build_mini_world(
     if manifest_path.exists():
         manifest_path.unlink()
 
-    world = _World(seed, sizes)
+    global _WORLD
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)  # images are small: OpenCV's threads cost more than they give
+    world = _WORLD = _World(seed, sizes)
     specs = world.specs
     pool = None
     if workers > 1:
         import multiprocessing as mp
 
-        pool = mp.get_context("fork" if os.name == "posix" else "spawn").Pool(workers)
+        ctx = mp.get_context("fork" if os.name == "posix" else "spawn")
+        pool = ctx.Pool(workers, initializer=_init_worker, initargs=(seed, sizes))
     try:
         counts = _build_all(world, root, pool)
     finally:
+        _WORLD = None
+        cv2.setNumThreads(threads)
         if pool is not None:
             pool.close()
             pool.join()
@@ -335,11 +365,11 @@ def _build_all(world: _World, root: Path, pool) -> dict:
             .tolist()
         )
         for v in range(sizes["views_per_product"]):
-            jobs.append((world, index, s.category_id, v, v in bad_slots, root))
+            jobs.append((index, s.category_id, v, v in bad_slots, root))
             index += 1
     results = _map(pool, _exemplar_job, jobs)
     images, anns, views = [], [], []
-    for (_, idx, cat, _v, bad, _), (name, bbox, view) in zip(jobs, results, strict=True):
+    for (idx, cat, _v, bad, _), (name, bbox, view) in zip(jobs, results, strict=True):
         image_id = ID_OFFSETS["train"] + idx
         images.append(
             {
@@ -383,12 +413,11 @@ def _build_all(world: _World, root: Path, pool) -> dict:
         ("pool", "pool", sizes["pool_images"]),
     ):
         jobs = [
-            (world, split, i, LEVEL_NAMES[i % 3], root / folder, f"{split}_{i:05d}.jpg")
-            for i in range(n)
+            (split, i, LEVEL_NAMES[i % 3], root / folder, f"{split}_{i:05d}.jpg") for i in range(n)
         ]
         results = _map(pool, _checkout_job, jobs)
         images, anns = [], []
-        for (_, _, i, level, _, name), items in zip(jobs, results, strict=True):
+        for (_, i, level, _, name), items in zip(jobs, results, strict=True):
             image_id = ID_OFFSETS[split] + i
             images.append(
                 {"file_name": name, "width": size, "height": size, "id": image_id, "level": level}
@@ -411,20 +440,30 @@ def _build_all(world: _World, root: Path, pool) -> dict:
     return counts
 
 
-def _d2s_training_job(world: _World, index: int, cat: int, out: Path, name: str):
+def _d2s_training_job(index: int, cat: int, out: Path, name: str):
+    world = _WORLD
     rng = _rng(world.seed, "d2s_training", index)
     n = int(rng.integers(1, 3))
     image, items = render_checkout(
-        world.sprites, world.by_id, world.sizes["image_size"], [cat] * n, rng
+        world.sprites,
+        world.by_id,
+        world.sizes["image_size"],
+        [cat] * n,
+        rng,
+        world.trays,
+        world.noise,
     )
     _write_jpg(out / name, image)
     return [{**it, "segmentation": _rle(it, world.sizes["image_size"])} for it in items]
 
 
-def _d2s_validation_job(world: _World, index: int, out: Path, name: str):
+def _d2s_validation_job(index: int, out: Path, name: str):
+    world = _WORLD
     rng = _rng(world.seed, "d2s_validation", index)
     cats = pick_items(LEVEL_NAMES[index % 3], [s.category_id for s in world.specs], rng)
-    image, items = render_checkout(world.sprites, world.by_id, world.sizes["image_size"], cats, rng)
+    image, items = render_checkout(
+        world.sprites, world.by_id, world.sizes["image_size"], cats, rng, world.trays, world.noise
+    )
     _write_jpg(out / name, image)
     return [{**it, "segmentation": _rle(it, world.sizes["image_size"])} for it in items]
 
@@ -439,7 +478,7 @@ def _build_d2s(world: _World, root: Path, pool) -> dict:
     for s in specs:
         for v in range(sizes["d2s_views_per_product"]):
             image_id = s.category_id * 100 + (v // 10 % 10) * 10 + v % 10
-            jobs.append((world, len(jobs), s.category_id, out, f"D2S_{image_id:06d}.jpg"))
+            jobs.append((len(jobs), s.category_id, out, f"D2S_{image_id:06d}.jpg"))
             ids.append(image_id)
     tr = _map(pool, _d2s_training_job, jobs)
     # Validation: cluttered scenes numbered after the training scenes, lighting 0, rotation 0.
@@ -447,7 +486,7 @@ def _build_d2s(world: _World, root: Path, pool) -> dict:
     vjobs, vids = [], []
     for i in range(sizes["d2s_val_images"]):
         image_id = (first_scene + i) * 100
-        vjobs.append((world, i, out, f"D2S_{image_id:06d}.jpg"))
+        vjobs.append((i, out, f"D2S_{image_id:06d}.jpg"))
         vids.append(image_id)
     va = _map(pool, _d2s_validation_job, vjobs)
     ann_dir = root / "d2s" / "annotations"

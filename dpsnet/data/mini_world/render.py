@@ -121,7 +121,15 @@ def tray_background(size: int, rng: np.random.Generator) -> np.ndarray:
     return bg.astype(np.float32)
 
 
-def render_exemplar(sprite: tuple, size: int, long_px: float, view: dict, rng) -> tuple:
+def render_exemplar(
+    sprite: tuple,
+    size: int,
+    long_px: float,
+    view: dict,
+    rng,
+    backgrounds: list | None = None,
+    noise: np.ndarray | None = None,
+) -> tuple:
     """One product on the turntable, seen from one camera.
 
     Args:
@@ -132,6 +140,8 @@ def render_exemplar(sprite: tuple, size: int, long_px: float, view: dict, rng) -
             f < 1 squeezes the product along one of its own axes (a tilted camera; very small f
             is a thin side view).
         rng: random generator of this image.
+        backgrounds: optional bank of ``exemplar_background`` images to pick from.
+        noise: optional ``noise_field`` (at least ``size`` wide) to crop sensor noise from.
 
     Returns:
         (image uint8 HxWx3, true mask bool HxW).
@@ -141,7 +151,10 @@ def render_exemplar(sprite: tuple, size: int, long_px: float, view: dict, rng) -
     f = view["foreshortening"]
     sx, sy = (scale * f, scale) if view["axis"] == "x" else (scale, scale * f)
     pm, a = transform_sprite((pm, a), sx, sy, view["rotation_deg"])
-    canvas = exemplar_background(size, rng)
+    if backgrounds:
+        canvas = backgrounds[int(rng.integers(len(backgrounds)))].copy()
+    else:
+        canvas = exemplar_background(size, rng)
     h, w = a.shape
     margin = max(2, size // 40)
     x = int(rng.integers(margin, max(margin + 1, size - w - margin + 1)))
@@ -153,10 +166,13 @@ def render_exemplar(sprite: tuple, size: int, long_px: float, view: dict, rng) -
     cam = view["camera"]
     gain = 1.0 + 0.05 * np.cos(cam * 2.1) + np.array([0.02, 0.0, -0.02]) * np.sin(cam * 1.3)
     canvas *= gain.astype(np.float32)
-    canvas += rng.standard_normal(canvas.shape, dtype=np.float32) * 1.5
+    if noise is None:
+        noise = noise_field(size, rng)
+    ox, oy = rng.integers(0, noise.shape[0] - size + 1, size=2)
+    canvas += 1.5 * noise[oy : oy + size, ox : ox + size, None]
     mask = np.zeros((size, size), bool)
     mask[y : y + h, x : x + w] = a > 0.5
-    return np.clip(canvas, 0, 255).astype(np.uint8), mask
+    return cv2.convertScaleAbs(canvas), mask
 
 
 def _box_iou(b: tuple, boxes: list) -> float:
@@ -181,7 +197,31 @@ def pick_items(level: str, category_ids: list, rng, levels: dict = LEVELS) -> li
     return [int(c) for c in rng.permutation(cats)]
 
 
-def render_checkout(sprites: dict, specs: dict, size: int, item_cats: list, rng) -> tuple:
+def noise_field(size: int, rng) -> np.ndarray:
+    """A (2 * size, 2 * size) float32 field of unit Gaussian noise to crop sensor noise from."""
+    return rng.standard_normal((2 * size, 2 * size), dtype=np.float32)
+
+
+def _vary(bg: np.ndarray, rng) -> np.ndarray:
+    """A cheap new background from a bank entry: flips and a transpose (a writable copy)."""
+    if rng.random() < 0.5:
+        bg = bg[::-1]
+    if rng.random() < 0.5:
+        bg = bg[:, ::-1]
+    if rng.random() < 0.5:
+        bg = bg.transpose(1, 0, 2)
+    return np.ascontiguousarray(bg)
+
+
+def render_checkout(
+    sprites: dict,
+    specs: dict,
+    size: int,
+    item_cats: list,
+    rng,
+    trays: list | None = None,
+    noise: np.ndarray | None = None,
+) -> tuple:
     """A checkout tray seen from above with the given items (some may not fit and are dropped).
 
     Args:
@@ -190,13 +230,20 @@ def render_checkout(sprites: dict, specs: dict, size: int, item_cats: list, rng)
         size: image side.
         item_cats: category id of each item to place, in placement order (later on top).
         rng: random generator of this image.
+        trays: optional bank of ``tray_background`` images to vary instead of drawing anew.
+        noise: optional ``noise_field`` to crop the sensor noise from.
 
     Returns:
         (image uint8 HxWx3, items): one dict per placed item with ``category_id``,
         ``bbox`` [x, y, w, h] of its visible part, ``area`` (visible pixels), ``visible``
         (visible share), ``full_area``, and ``mask_crop`` = (x, y, bool crop of the visible mask).
     """
-    canvas = tray_background(size, rng)
+    tint = np.ones(3, np.float32)
+    if trays:
+        canvas = _vary(trays[int(rng.integers(len(trays)))], rng)
+        tint = rng.uniform(0.9, 1.1, size=3).astype(np.float32)
+    else:
+        canvas = tray_background(size, rng)
     owner = np.full((size, size), -1, np.int32)
     margin = int(size * 0.035)
     light = rng.uniform(0, 2 * np.pi)
@@ -244,13 +291,15 @@ def render_checkout(sprites: dict, specs: dict, size: int, item_cats: list, rng)
     gain = 1 + rng.uniform(0.15, 0.35) * (xx * np.cos(phi) + yy * np.sin(phi))
     gain += rng.uniform(0.1, 0.3) * np.exp(-((xx - hx) ** 2 + (yy - hy) ** 2) / 0.05)
     gain *= rng.uniform(0.85, 1.05)
-    cast = np.array([0.9, 1.0, 1.08], np.float32) * rng.uniform(0.95, 1.05, size=3)
+    cast = np.array([0.9, 1.0, 1.08], np.float32) * rng.uniform(0.95, 1.05, size=3) * tint
     gain = (gain[..., None] * cast).astype(np.float32)
     gain = cv2.resize(gain, (size, size), interpolation=cv2.INTER_LINEAR)
     canvas = cv2.multiply(canvas, gain)
     canvas = cv2.GaussianBlur(canvas, (0, 0), rng.uniform(0.5, 0.9))
-    noise = rng.standard_normal((size, size), dtype=np.float32) * 3.0
-    canvas += noise[..., None]
+    if noise is None:
+        noise = noise_field(size, rng)
+    ox, oy = rng.integers(0, noise.shape[0] - size + 1, size=2)
+    canvas += 3.0 * noise[oy : oy + size, ox : ox + size, None]
     image = cv2.convertScaleAbs(canvas)
     items = []
     for k, (cat, x, y, w, h) in enumerate(placed):
