@@ -24,6 +24,7 @@ from pathlib import Path
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.evaluation import DatasetEvaluator, inference_on_dataset
 from detectron2.utils import comm
 
 from dpsnet.distill import report
@@ -39,7 +40,7 @@ from dpsnet.distill.labeller import (
 )
 from dpsnet.distill.pseudo_labels import threshold_for_round
 from dpsnet.distill.trainer import DistillTrainer
-from dpsnet.engine import build_mapper
+from dpsnet.engine import build_evaluator, build_mapper
 from dpsnet.utils.io import atomic_write_json, load_json
 
 logger = logging.getLogger(__name__)
@@ -189,8 +190,13 @@ def round_config(cfg, r: int, teacher_weights: str | None):
         iters = int(cfg.DISTILL.ITERS_PER_ROUND)
         scale = iters / max(int(cfg.SOLVER.MAX_ITER), 1)
         c.SOLVER.MAX_ITER = iters
-        c.SOLVER.STEPS = tuple(s2 for s2 in (int(s * scale) for s in cfg.SOLVER.STEPS) if s2 > 0)
+        c.SOLVER.STEPS = tuple(
+            s2 for s2 in (int(s * scale) for s in cfg.SOLVER.STEPS) if 0 < s2 < iters
+        )
         c.SOLVER.WARMUP_ITERS = min(int(cfg.SOLVER.WARMUP_ITERS), max(iters // 10, 1))
+        # At least one checkpoint inside the round, so that a killed round resumes mid-way.
+        if c.SOLVER.CHECKPOINT_PERIOD >= iters:
+            c.SOLVER.CHECKPOINT_PERIOD = max(iters // 2, 1)
         init = cfg.DISTILL.STUDENT_INIT
         if init == "teacher":
             c.MODEL.WEIGHTS = teacher_weights
@@ -198,6 +204,61 @@ def round_config(cfg, r: int, teacher_weights: str | None):
             raise ValueError(f"DISTILL.STUDENT_INIT must be 'teacher' or 'scratch', got {init!r}")
     c.freeze()
     return c
+
+
+class CountGuidedComparison(DatasetEvaluator):
+    """RPC evaluation of one inference pass, with count-guided selection off and on.
+
+    Modes: "count_guided_off" (detections as the detector gives them, fixed threshold
+    ``TEST.RPC.SCORE_THRESHOLD``); "count_guided_on" (count-guided selection, then every kept
+    detection counts: the receipt is what the selection decided, so the evaluator's threshold is
+    lowered to ``COUNT_GUIDED.MIN_SCORE``); "count_guided_on_fixed" (count-guided selection, then
+    the fixed threshold as well: what evaluating a model with count-guided inference enabled
+    through the plain evaluator reports).
+    """
+
+    def __init__(self, cfg, dataset_name: str, out_dir: Path, guided: dict):
+        self._guided = guided
+        fixed = float(cfg.TEST.RPC.SCORE_THRESHOLD)
+        low = min(fixed, float(guided["min_score"]))
+        self._evaluators = {}
+        for mode, threshold in (
+            ("count_guided_off", fixed),
+            ("count_guided_on", low),
+            ("count_guided_on_fixed", fixed),
+        ):
+            c = cfg.clone()
+            c.defrost()
+            c.TEST.RPC.SCORE_THRESHOLD = threshold
+            c.freeze()
+            self._evaluators[mode] = build_evaluator(c, dataset_name, str(out_dir / f"eval_{mode}"))
+
+    def reset(self):
+        for e in self._evaluators.values():
+            e.reset()
+
+    def _select(self, out: dict) -> dict:
+        from dpsnet.modeling.postprocess import select_by_count
+
+        g = self._guided
+        counts = out["counts"][g["offset"] : g["offset"] + g["num_groups"]]
+        inst = select_by_count(
+            out["instances"],
+            counts.to(out["instances"].scores.device),
+            g["class_to_group"],
+            min_score=g["min_score"],
+            keep_score=g["keep_score"],
+        )
+        return {**out, "instances": inst}
+
+    def process(self, inputs, outputs):
+        self._evaluators["count_guided_off"].process(inputs, outputs)
+        guided = [self._select(o) for o in outputs]
+        self._evaluators["count_guided_on"].process(inputs, guided)
+        self._evaluators["count_guided_on_fixed"].process(inputs, guided)
+
+    def evaluate(self):
+        return {mode: e.evaluate() for mode, e in self._evaluators.items()}
 
 
 class Detectron2Steps:
@@ -216,21 +277,31 @@ class Detectron2Steps:
         return model
 
     def evaluate(self, cfg, weights: str, out_dir: Path) -> dict:
-        """Evaluation results per inference mode on ``DISTILL.EVAL_DATASET`` (rank 0)."""
-        modes = {"default": None}
-        if cfg.DISTILL.COMPARE_COUNT_GUIDED and count_guided_key(cfg) is not None:
-            modes = {"count_guided_off": False, "count_guided_on": True}
-        results = {}
-        for mode, on in modes.items():
-            c = cfg.clone()
-            c.defrost()
-            if on is not None:
-                set_count_guided(c, on)
-            c.DATASETS.TEST = (cfg.DISTILL.EVAL_DATASET,)
-            c.OUTPUT_DIR = str(out_dir / f"eval_{mode}")
-            c.freeze()
-            results[mode] = DistillTrainer.test(c, self._load(c, weights))
-        return results
+        """Evaluation results per inference mode on ``DISTILL.EVAL_DATASET`` (rank 0).
+
+        With ``DISTILL.COMPARE_COUNT_GUIDED`` (and a model that has count-guided inference),
+        one inference pass feeds three evaluators (see ``CountGuidedComparison``); otherwise the
+        model is evaluated as configured, under "default".
+        """
+        name = cfg.DISTILL.EVAL_DATASET
+        c = cfg.clone()
+        c.defrost()
+        c.OUTPUT_DIR = str(out_dir)
+        compare = cfg.DISTILL.COMPARE_COUNT_GUIDED and set_count_guided(c, True)
+        c.freeze()
+        try:
+            model = self._load(c, weights)
+        except ValueError as e:  # e.g. the guiding level is not predicted by the head
+            logger.warning("Count-guided inference unavailable (%s): evaluating as configured", e)
+            compare, c = False, cfg
+            model = self._load(c, weights)
+        loader = DistillTrainer.build_test_loader(c, name)
+        if not compare or getattr(model, "count_guided", None) is None:
+            evaluator = build_evaluator(c, name, str(out_dir / "eval_default"))
+            return {"default": inference_on_dataset(model, loader, evaluator)}
+        guided, model.count_guided = model.count_guided, None  # infer once, without it
+        evaluator = CountGuidedComparison(c, name, out_dir, guided)
+        return inference_on_dataset(model, loader, evaluator)
 
     def label(self, cfg, teacher_weights: str, r: int, out_json: Path) -> dict | None:
         """Pseudo-label the pool with the teacher; rank 0 writes ``out_json``, returns stats."""
@@ -345,7 +416,7 @@ def run_distillation(cfg, steps=None, *, guard: bool = True) -> dict:
         rdir = round_dir(cfg, r)
         pseudo_json = rdir / "pseudo_labels.json"
         teacher = state["rounds"][str(r - 1)]["weights"] if r > 0 else None
-        logger.info("Distillation round %d: resuming at stage %r", r, rs["stage"])
+        logger.info("Distillation round %d: at stage %r", r, rs["stage"])
         if r == 0:
             rs["stage"] = "audited"  # nothing to label in round 0
         if rs["stage"] == "start":
