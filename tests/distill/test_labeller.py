@@ -112,3 +112,43 @@ def test_label_pool_writes_registers_and_never_reads_pool_truth(mini_world, tmp_
         assert w[:8].sum() == pytest.approx(0.25) and w[8:].sum() == pytest.approx(0.75)
     finally:
         DatasetCatalog.remove(name)
+
+
+def test_count_guided_comparison_one_pass(mini_world, tmp_path):
+    """Off: a true object at 0.4 is missed. On: the count (right) promotes it and drops a 0.25
+    false positive. On + fixed threshold 0.5: the promoted object is cut again."""
+    from dpsnet.distill.loop import CountGuidedComparison
+
+    name = mini_world.names["test"]
+    cfg = get_cfg()
+    add_dpsnet_config(cfg)
+    cfg.TEST.RPC.COMPUTE_MAP = False
+    cfg.TEST.RPC.SEARCH_THRESHOLD = False
+    cfg.freeze()
+    guided = {
+        "class_to_group": torch.zeros(6, dtype=torch.long),
+        "offset": 0,
+        "num_groups": 1,
+        "min_score": 0.2,
+        "keep_score": 0.9,
+    }
+    evaluator = CountGuidedComparison(cfg, name, tmp_path, guided)
+    evaluator.reset()
+    for r in DatasetCatalog.get(name):
+        boxes = [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in r["annotations"])]
+        classes = [a["category_id"] for a in r["annotations"]]
+        scores = [0.95] * len(boxes)
+        scores[0] = 0.4
+        boxes.append([0.0, 0.0, 10.0, 10.0])
+        classes.append(classes[0])
+        scores.append(0.25)
+        inst = Instances((r["height"], r["width"]))
+        inst.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
+        inst.scores = torch.tensor(scores)
+        inst.pred_classes = torch.tensor(classes)
+        counts = torch.tensor([float(len(r["annotations"]))])
+        evaluator.process([{"image_id": r["image_id"]}], [{"instances": inst, "counts": counts}])
+    results = evaluator.evaluate()
+    assert results["count_guided_off"]["rpc"]["cAcc"] == 0.0
+    assert results["count_guided_on"]["rpc"]["cAcc"] == 100.0
+    assert results["count_guided_on_fixed"]["rpc"]["cAcc"] == 0.0
