@@ -44,7 +44,7 @@ from dpsnet.utils.io import atomic_write_json
 logger = logging.getLogger(__name__)
 
 #: Bumped whenever the generator's output changes, so a stale world on disk gets rebuilt.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 #: Default sizes (a CPU demo): keyword arguments of ``build_mini_world``.
 DEFAULT_SIZES = dict(
