@@ -40,6 +40,110 @@ def _add_synthesis_config(cfg: CN) -> None:
 def _add_render_config(cfg: CN) -> None:
     """RENDER.*: translation of synthesized scenes toward the real look (issue: rendering)."""
     cfg.RENDER = CN()
+    # Renderer: "fast" (statistics matching, CPU), "cyclegan" (learned), "folder" (images
+    # rendered elsewhere, under RENDER.FOLDER: only checked and registered), "none" (copy).
+    cfg.RENDER.METHOD = "fast"
+    # Seed of every random choice; image i of a set uses (SEED, image id).
+    cfg.RENDER.SEED = 0
+    # Worker processes for the fast renderer and the statistics (0 = in the main process).
+    cfg.RENDER.NUM_WORKERS = 2
+    # Labelled set to render: a registered dataset name or a COCO/RPC JSON path.
+    cfg.RENDER.SOURCE = ""
+    # Image folder of SOURCE when it is a JSON path ("" = the JSON's folder).
+    cfg.RENDER.SOURCE_IMAGE_ROOT = ""
+    # Unlabelled real images to imitate: a registered dataset name, a JSON path or a folder.
+    cfg.RENDER.TARGET = "mini_rpc_pool"
+    # Output folder: images/, dropped/, instances.json, render_report.json, statistics caches.
+    cfg.RENDER.OUTPUT_DIR = "output/render"
+    # Name to register the rendered set under ("" = "<SOURCE name>_render_<METHOD>").
+    cfg.RENDER.DATASET_NAME = ""
+    # Pre-rendered images with the source's file names (METHOD "folder").
+    cfg.RENDER.FOLDER = ""
+
+    cfg.RENDER.STATS = CN()
+    # Longer side (pixels) of the common working scale at which a set's look is measured.
+    cfg.RENDER.STATS.WORK_SIZE = 512
+    # Images sampled from a set to estimate its statistics (0 = all).
+    cfg.RENDER.STATS.MAX_IMAGES = 200
+
+    cfg.RENDER.FAST = CN()
+    # Blend (0..1) of the Lab mean/std colour transfer (Reinhard et al.) toward a target image.
+    cfg.RENDER.FAST.COLOR_STRENGTH = 1.0
+    # Blend (0..1) of per-channel Lab histogram matching toward the same target image.
+    cfg.RENDER.FAST.HIST_STRENGTH = 0.5
+    # Blur toward the target image's edge blur (never sharpens).
+    cfg.RENDER.FAST.MATCH_BLUR = True
+    # Add grey-level noise up to the target image's noise level.
+    cfg.RENDER.FAST.MATCH_NOISE = True
+    # Darken corners by the target's vignetting minus the source set's.
+    cfg.RENDER.FAST.MATCH_VIGNETTING = True
+    # Cap on the added corner darkening (fraction of brightness at the corners).
+    cfg.RENDER.FAST.MAX_VIGNETTING = 0.5
+    # Cap on the matching blur sigma, in working-scale pixels.
+    cfg.RENDER.FAST.MAX_BLUR = 3.0
+
+    cfg.RENDER.CHECK = CN()
+    # Run the label-preservation check on every rendered image and drop failures.
+    cfg.RENDER.CHECK.ENABLED = True
+    # An item fails when the correlation of its structure (gradient magnitude over its visible
+    # mask) before and after rendering falls below this.
+    cfg.RENDER.CHECK.MIN_SCORE = 0.5
+    # Items with fewer visible pixels (at the check's working scale) are not checked.
+    cfg.RENDER.CHECK.MIN_AREA = 64
+    # Gaussian blur sigma before taking gradients (working-scale pixels): tolerance to noise.
+    cfg.RENDER.CHECK.SIGMA = 1.0
+    # Dilation (pixels) of each visible mask so that the item's outline is compared too.
+    cfg.RENDER.CHECK.DILATE = 2
+    # Longer side of the check's working scale (0 = native resolution).
+    cfg.RENDER.CHECK.WORK_SIZE = 640
+
+    cfg.RENDER.CYCLEGAN = CN()
+    # Where checkpoints (last_checkpoint.pth), model_final.pth and metrics.json go.
+    cfg.RENDER.CYCLEGAN.OUTPUT_DIR = "output/render/cyclegan"
+    # Generator weights used to render ("" = OUTPUT_DIR/model_final.pth).
+    cfg.RENDER.CYCLEGAN.WEIGHTS = ""
+    # "cuda", "cpu", or "" for CUDA when available.
+    cfg.RENDER.CYCLEGAN.DEVICE = ""
+    # Filters of the generator's first layer (the paper: 64).
+    cfg.RENDER.CYCLEGAN.NGF = 64
+    # Filters of the discriminator's first layer (the paper: 64).
+    cfg.RENDER.CYCLEGAN.NDF = 64
+    # Residual blocks of the ResNet generator (the paper: 9 at 256 px).
+    cfg.RENDER.CYCLEGAN.N_BLOCKS = 9
+    # Stride-2 layers of the PatchGAN discriminator (3 = 70x70 patches).
+    cfg.RENDER.CYCLEGAN.N_LAYERS_D = 3
+    # Normalisation in both networks: "instance" (the paper), "batch" or "none".
+    cfg.RENDER.CYCLEGAN.NORM = "instance"
+    # Training images are resized so their longer side is this many pixels ...
+    cfg.RENDER.CYCLEGAN.LOAD_SIZE = 512
+    # ... then random square crops of this size are cut (the paper: 256).
+    cfg.RENDER.CYCLEGAN.CROP_SIZE = 256
+    # Longer side at which images are translated (0 = LOAD_SIZE, the training scale).
+    cfg.RENDER.CYCLEGAN.INFER_SIZE = 0
+    # Add the generator's upsampled change to the full-resolution source (keeps fine print).
+    cfg.RENDER.CYCLEGAN.RESIDUAL_DETAIL = True
+    # Crops per domain per iteration (the paper: 1).
+    cfg.RENDER.CYCLEGAN.BATCH_SIZE = 1
+    # Adam learning rate (the paper: 2e-4) and beta1 (0.5).
+    cfg.RENDER.CYCLEGAN.LR = 2e-4
+    # Adam beta1.
+    cfg.RENDER.CYCLEGAN.BETA1 = 0.5
+    # Training iterations in all.
+    cfg.RENDER.CYCLEGAN.MAX_ITER = 20000
+    # Iteration from which the learning rate decays linearly to 0 at MAX_ITER.
+    cfg.RENDER.CYCLEGAN.DECAY_START = 10000
+    # Weight of the cycle-consistency L1 loss (the paper's lambda: 10).
+    cfg.RENDER.CYCLEGAN.LAMBDA_CYCLE = 10.0
+    # Weight of the identity loss, as a fraction of LAMBDA_CYCLE (the paper: 0.5).
+    cfg.RENDER.CYCLEGAN.LAMBDA_IDENTITY = 0.5
+    # Generated images kept in the discriminators' history pool (the paper: 50).
+    cfg.RENDER.CYCLEGAN.POOL_SIZE = 50
+    # Data-loading worker processes.
+    cfg.RENDER.CYCLEGAN.NUM_WORKERS = 2
+    # Iterations between writes of last_checkpoint.pth.
+    cfg.RENDER.CYCLEGAN.CHECKPOINT_PERIOD = 1000
+    # Iterations between loss records in metrics.json.
+    cfg.RENDER.CYCLEGAN.LOG_PERIOD = 50
 
 
 def _add_distill_config(cfg: CN) -> None:
