@@ -190,6 +190,7 @@ class CycleGANTrainer:
         def lr_factor(it: int) -> float:
             return 1.0 if it < c.DECAY_START else max(0.0, (c.MAX_ITER - it) / span)
 
+        self.lr_factor = lr_factor
         self.sched_g = torch.optim.lr_scheduler.LambdaLR(self.opt_g, lr_factor)
         self.sched_d = torch.optim.lr_scheduler.LambdaLR(self.opt_d, lr_factor)
         self.pool_a, self.pool_b = ImagePool(c.POOL_SIZE), ImagePool(c.POOL_SIZE)
@@ -221,6 +222,10 @@ class CycleGANTrainer:
         self.iteration = int(state["iteration"])
         for name in ("g_ab", "g_ba", "d_a", "d_b", "opt_g", "opt_d", "sched_g", "sched_d"):
             getattr(self, name).load_state_dict(state[name])
+        # The schedule follows this config's MAX_ITER/DECAY_START, so a run can be extended.
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups:
+                group["lr"] = group["initial_lr"] * self.lr_factor(self.iteration)
         self.pool_a.images = list(state["pool_a"])
         self.pool_b.images = list(state["pool_b"])
         self.history = list(state["history"])
