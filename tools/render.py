@@ -29,7 +29,7 @@ import sys
 
 from dpsnet.engine import ConfigError, load_config
 from dpsnet.synthesis.render import render_from_config, train_from_config
-from dpsnet.synthesis.render.jobs import measure_look, source_files, target_files
+from dpsnet.synthesis.render.jobs import compare_looks
 from dpsnet.utils.io import BadInputError
 
 
@@ -52,8 +52,7 @@ def main(argv=None) -> int:
         if args.mode == "train":
             print(train_from_config(cfg, resume=not args.no_resume))
         elif args.mode == "stats":
-            _, _, src = source_files(cfg)
-            print(json.dumps(measure_look(cfg, src, src, target_files(cfg)), indent=1))
+            print(json.dumps(compare_looks(cfg), indent=1))
         else:
             report = render_from_config(cfg, overwrite=args.overwrite, limit=args.limit)
             keys = ("images", "kept", "dropped_by_check", "bad_input", "items_failed", "dataset")

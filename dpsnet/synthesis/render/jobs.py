@@ -156,6 +156,17 @@ def measure_look(cfg, src_files, rendered_files, tgt_files) -> dict:
     }
 
 
+def compare_looks(cfg) -> dict:
+    """Set statistics of ``RENDER.SOURCE`` and ``RENDER.TARGET`` and their distance."""
+    src = _stats(cfg, source_files(cfg)[2], "source.json", "source statistics")
+    tgt = _stats(cfg, target_files(cfg), "target.json", "target statistics")
+    return {
+        "source": src.summary(),
+        "target": tgt.summary(),
+        "source_to_target": set_distance(src, tgt),
+    }
+
+
 def train_from_config(cfg, *, resume: bool = True) -> str:
     """Train the CycleGAN renderer: synthesized ``RENDER.SOURCE`` -> real ``RENDER.TARGET``.
 
