@@ -219,9 +219,11 @@ def load_checkout_json(
                 "iscrowd": a.get("iscrowd", 0),
             }
             if with_masks:
-                segm = _valid_segmentation(a.get("segmentation"))
-                if segm is not None:
-                    obj["segmentation"] = segm
+                segm = a.get("segmentation")
+                if segm:  # RPC writes [] or [[]]: no mask
+                    segm = _valid_segmentation(segm)
+                    if segm is not None:
+                        obj["segmentation"] = segm
             objs.append(obj)
         if filter_empty and not objs:
             continue
