@@ -35,12 +35,20 @@ from dpsnet.utils.io import BadInputError
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("mode", choices=("render", "train", "stats"), help="what to do")
-    p.add_argument("--config-file", default="", metavar="FILE", help="YAML config")
-    p.add_argument("--overwrite", action="store_true", help="render again images on disk")
-    p.add_argument("--limit", type=int, default=0, help="render only the first N images")
-    p.add_argument("--no-resume", action="store_true", help="train: ignore the last checkpoint")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    modes = p.add_subparsers(dest="mode", required=True, metavar="{render,train,stats}")
+    for mode, text in (
+        ("render", "render RENDER.SOURCE, check every image, write and register the kept ones"),
+        ("train", "train the CycleGAN renderer (resumes from its last checkpoint)"),
+        ("stats", "compare the look of RENDER.SOURCE with RENDER.TARGET"),
+    ):
+        m = modes.add_parser(mode, help=text, description=text)
+        m.add_argument("--config-file", default="", metavar="FILE", help="YAML config")
+        if mode == "render":
+            m.add_argument("--overwrite", action="store_true", help="render again images on disk")
+            m.add_argument("--limit", type=int, default=0, help="render only the first N images")
+        if mode == "train":
+            m.add_argument("--no-resume", action="store_true", help="ignore the last checkpoint")
+        m.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     return p.parse_args(argv)
 
 

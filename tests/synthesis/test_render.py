@@ -304,3 +304,40 @@ def test_copy_renderer_passes_the_check(sets, tmp_path):
     )
     assert report["kept"] == report["images"] == 6
     assert report["score_quantiles"]["p01"] > 0.99
+
+
+def test_render_tool_on_the_mini_world(mini_world, tmp_path, capsys):
+    import runpy
+    from pathlib import Path
+
+    from detectron2.data import MetadataCatalog
+
+    tool = runpy.run_path(str(Path(__file__).resolve().parents[2] / "tools" / "render.py"))
+    name = f"_test_render_mw_{uuid.uuid4().hex[:8]}"
+    source = mini_world.names["val"]
+    argv = [
+        "render",
+        "--config-file",
+        str(Path(__file__).resolve().parents[2] / "configs" / "Render" / "fast_mini_world.yaml"),
+        *("RENDER.SOURCE", source, "RENDER.TARGET", mini_world.names["pool"]),
+        *("RENDER.OUTPUT_DIR", str(tmp_path), "RENDER.NUM_WORKERS", "0"),
+        *("RENDER.DATASET_NAME", name),
+    ]
+    try:
+        assert tool["main"](argv) == 0
+        summary = json.loads(capsys.readouterr().out.splitlines()[0])
+        n = mini_world.counts["val"]["images"]
+        assert summary["images"] == n and summary["dataset"] == name
+        assert summary["kept"] + summary["dropped_by_check"] == n and summary["kept"] >= n - 1
+        report = json.loads((tmp_path / "render_report.json").read_text())
+        # (val is already in the pool's domain: only that the look was measured is checked here)
+        assert {"source_to_target", "rendered_to_target"} <= set(report["look"])
+        records = DatasetCatalog.get(name)
+        assert len(records) == summary["kept"]
+        src_meta, meta = MetadataCatalog.get(source), MetadataCatalog.get(name)
+        assert meta.thing_classes == src_meta.thing_classes
+        assert {r["level"] for r in records} <= {"easy", "medium", "hard"}
+    finally:
+        DatasetCatalog.remove(name)
+    assert tool["main"](["render", "RENDER.SOURCE", str(tmp_path / "missing.json")]) == 2
+    assert "missing.json" in capsys.readouterr().err
