@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     run = run_checkout(
         DefaultPredictor(cfg), files, args.output, catalog, threshold, skipped=problems
     )
-    kinds = sorted({str(r["view_kind"]) for r in run.receipts if r["view_kind"]})
+    kinds = sorted({"+".join(r["view_levels"]) for r in run.receipts if r["view_levels"]})
     settings = {
         "config": args.config_file,
         "weights": cfg.MODEL.WEIGHTS or "(none: random initialisation)",

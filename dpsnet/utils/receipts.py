@@ -14,7 +14,6 @@ with their reason. ``dpsnet.utils.report`` turns the result into ``report.html``
 
 from __future__ import annotations
 
-import colorsys
 import csv
 import glob
 import io
@@ -33,12 +32,12 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from dpsnet.utils.io import BadInputError, atomic_write_image, atomic_write_json, atomic_write_text
 from dpsnet.utils.io import read_image as _read_image
+from dpsnet.utils.report import draw_receipt
 
 __all__ = [
     "CheckoutRun",
     "InputFile",
     "ProductCatalog",
-    "draw_receipt",
     "find_inputs",
     "lower_score_thresholds",
     "make_receipt",
@@ -60,7 +59,11 @@ class ProductCatalog:
         product_ids: (K,) dataset category id of each class (the inverse of metadata's
             ``thing_dataset_id_to_contiguous_id``; the class index itself without one).
         supercategories: (K,) supercategory name of each class ("" when unknown).
-        supercategory_names: supercategories in channel order of a per-supercategory count.
+        supercategory_names: (S,) supercategories, in channel order of a per-supercategory count.
+        supercategory_ids: (K,) index into ``supercategory_names`` of each class (-1: none).
+        count_levels: the counting view's levels in channel order (``MODEL.COUNTING_HEAD.LEVELS``:
+            "total" 1 channel, "supercategory" S, "category" K); None: guessed from the number
+            of channels as the RPC evaluator does (K: category, S: supercategory, 1: total).
         source: the dataset the metadata came from ("" when none had ``thing_classes``).
     """
 
@@ -68,10 +71,18 @@ class ProductCatalog:
     product_ids: list[int]
     supercategories: list[str]
     supercategory_names: list[str] = field(default_factory=list)
+    supercategory_ids: list[int] = field(default_factory=list)
+    count_levels: tuple[str, ...] | None = None
     source: str = ""
 
     @classmethod
-    def from_metadata(cls, metadata, num_classes: int | None = None, source: str = ""):
+    def from_metadata(
+        cls,
+        metadata,
+        num_classes: int | None = None,
+        source: str = "",
+        count_levels: Sequence[str] | None = None,
+    ):
         """Build from a detectron2 ``Metadata`` (``thing_classes`` and, if present,
         ``thing_dataset_id_to_contiguous_id``, ``supercategory_names``,
         ``thing_supercategory_ids``); classes beyond the metadata are named ``class <i>``."""
@@ -93,8 +104,10 @@ class ProductCatalog:
                 ids[contiguous] = int(dataset_id)
         supers = list(getattr(metadata, "supercategory_names", None) or [])
         super_ids = list(getattr(metadata, "thing_supercategory_ids", None) or [])
-        per_class = [supers[super_ids[i]] if i < len(super_ids) else "" for i in range(k)]
-        return cls(names, ids, per_class, supers, source if names else "")
+        super_ids = [int(super_ids[i]) if i < len(super_ids) else -1 for i in range(k)]
+        per_class = [supers[i] if 0 <= i < len(supers) else "" for i in super_ids]
+        levels = tuple(count_levels) if count_levels else None
+        return cls(names, ids, per_class, supers, super_ids, levels, source if names else "")
 
     @classmethod
     def from_config(cls, cfg) -> ProductCatalog:
@@ -104,20 +117,32 @@ class ProductCatalog:
         num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
         if cfg.MODEL.META_ARCHITECTURE == "RetinaNet":
             num_classes = cfg.MODEL.RETINANET.NUM_CLASSES
+        head = cfg.MODEL.get("COUNTING_HEAD")
+        levels = list(head.LEVELS) if head is not None and "LEVELS" in head else None
         for name in [*cfg.DATASETS.TEST[:1], *cfg.DATASETS.TRAIN[:1]]:
             meta = MetadataCatalog.get(name)
             if getattr(meta, "thing_classes", None):
-                return cls.from_metadata(meta, num_classes, source=name)
+                return cls.from_metadata(meta, num_classes, source=name, count_levels=levels)
         logger.warning("no dataset in DATASETS.TEST/TRAIN has thing_classes: products unnamed")
-        return cls.from_metadata(None, num_classes)
+        return cls.from_metadata(None, num_classes, count_levels=levels)
 
-    def count_kind(self, num_channels: int) -> str:
-        """What the counting view's channels mean: category, supercategory, total or unknown."""
-        if num_channels == len(self.names):
-            return "category"
-        if self.supercategory_names and num_channels == len(self.supercategory_names):
-            return "supercategory"
-        return "total" if num_channels == 1 else "unknown"
+    def split_counts(self, num_channels: int) -> dict[str, slice] | None:
+        """The channels of each level of a counting view with ``num_channels`` channels.
+
+        Returns:
+            level -> slice of channels, or None when the channels fit no known layout.
+        """
+        sizes = {"total": 1, "supercategory": len(self.supercategory_names)}
+        sizes["category"] = len(self.names)
+        candidates = [self.count_levels] if self.count_levels else [
+            ("category",), ("supercategory",), ("total",)
+        ]  # fmt: skip
+        for levels in candidates:
+            if all(lv in sizes and sizes[lv] for lv in levels):
+                if sum(sizes[lv] for lv in levels) == num_channels:
+                    starts = np.cumsum([0] + [sizes[lv] for lv in levels])
+                    return {lv: slice(a, b) for lv, a, b in zip(levels, starts, starts[1:])}
+        return None
 
 
 def lower_score_thresholds(cfg, threshold: float) -> None:
@@ -147,9 +172,10 @@ def make_receipt(
     Returns:
         A JSON-serialisable dict: ``image``, ``height``, ``width``, ``score_threshold``,
         ``items`` (``product_id``, ``name``, ``supercategory``, ``count``, ``view_count``),
-        ``total``, ``view_total``, ``view_kind``, ``view_supercategories`` (per-supercategory
-        views only) and ``detections`` (``product_id``, ``name``, ``score``, ``bbox`` XYWH).
-        View fields are None when the model has no counting view.
+        ``total``, ``view_total``, ``view_levels`` (the counting view's levels),
+        ``view_supercategories`` (with a supercategory level) and ``detections``
+        (``product_id``, ``name``, ``class``, ``score``, ``bbox`` XYWH). View fields are None
+        when the model has no counting view (or its channels fit no layout).
     """
     boxes, scores, classes = np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64)
     if "instances" in outputs:
@@ -161,16 +187,25 @@ def make_receipt(
     boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
     order = np.argsort(-scores, kind="stable")
     counts = outputs.get("counts")
-    if isinstance(counts, torch.Tensor):
-        counts = counts.detach().to("cpu", torch.float64).numpy()
-    kind = None
+    views: dict[str, np.ndarray] = {}
     if counts is not None:
+        if isinstance(counts, torch.Tensor):
+            counts = counts.detach().to("cpu", torch.float64).numpy()
         counts = np.asarray(counts, dtype=np.float64).reshape(-1)
-        kind = catalog.count_kind(counts.size)
+        layout = catalog.split_counts(counts.size)
+        if layout is None:
+            logger.warning(
+                "%s: %d count channels fit no counting-view layout (levels %s, %d classes, "
+                "%d supercategories); counts ignored",
+                image, counts.size, catalog.count_levels, len(catalog.names),
+                len(catalog.supercategory_names),
+            )  # fmt: skip
+        else:
+            views = {level: counts[sl] for level, sl in layout.items()}
     per_class = np.bincount(classes, minlength=len(catalog.names))
     items = []
     for c, name in enumerate(catalog.names):
-        view = _round(counts[c]) if kind == "category" else None
+        view = _round(views["category"][c]) if "category" in views else None
         if per_class[c] or (view is not None and round(view) > 0):
             items.append(
                 {
@@ -183,17 +218,18 @@ def make_receipt(
             )
     items.sort(key=lambda item: item["product_id"])
     supers = None
-    if kind == "supercategory":
+    if "supercategory" in views:
+        sc_ids = np.asarray(catalog.supercategory_ids, np.int64)
         supers = [
             {
                 "name": sc,
-                "count": int(
-                    sum(per_class[c] for c, s in enumerate(catalog.supercategories) if s == sc)
-                ),
-                "view_count": _round(counts[i]),
+                "count": int(per_class[sc_ids == i].sum()),
+                "view_count": _round(views["supercategory"][i]),
             }
             for i, sc in enumerate(catalog.supercategory_names)
         ]
+    # Every level sums to the total; the total channel, when there is one, is the view's own.
+    first = views.get("total", next(iter(views.values()), None))
     return {
         "image": image,
         "height": int(height),
@@ -201,8 +237,8 @@ def make_receipt(
         "score_threshold": float(threshold),
         "items": items,
         "total": int(keep.sum()),
-        "view_total": None if counts is None else _round(counts.sum()),
-        "view_kind": kind,
+        "view_total": None if first is None else _round(first.sum()),
+        "view_levels": list(views) or None,
         "view_supercategories": supers,
         "detections": [
             {
@@ -220,48 +256,6 @@ def make_receipt(
             for i in order
         ],
     }
-
-
-def _colour(index: int) -> tuple[int, int, int]:
-    """A distinct, saturated BGR colour per class (golden-ratio hues)."""
-    r, g, b = colorsys.hsv_to_rgb((index * 0.618034) % 1.0, 0.85, 0.95)
-    return int(255 * b), int(255 * g), int(255 * r)
-
-
-def draw_receipt(image: np.ndarray, receipt: dict) -> np.ndarray:
-    """Draw a receipt's detections (box, name, score) and its totals on a copy of ``image``.
-
-    Args:
-        image: (H, W, 3) BGR uint8.
-        receipt: from :func:`make_receipt`.
-
-    Returns:
-        (H + banner, W, 3) BGR uint8: the image with a banner on top giving the item total and,
-        when present, the counting view's total.
-    """
-    h, w = image.shape[:2]
-    scale = max(min(h, w) / 600.0, 0.35)
-    thick = max(int(round(2 * scale)), 1)
-    font = cv2.FONT_HERSHEY_SIMPLEX
-    out = image.copy()
-    for det in receipt["detections"]:
-        x, y, bw, bh = det["bbox"]
-        p1, p2 = (int(x), int(y)), (int(x + bw), int(y + bh))
-        colour = _colour(det["class"])
-        cv2.rectangle(out, p1, p2, colour, thick)
-        label = f"{det['name']} {det['score']:.2f}"
-        (tw, th), base = cv2.getTextSize(label, font, 0.5 * scale, max(thick - 1, 1))
-        ty = max(p1[1], th + base)
-        cv2.rectangle(out, (p1[0], ty - th - base), (p1[0] + tw, ty), colour, -1)
-        cv2.putText(out, label, (p1[0], ty - base), font, 0.5 * scale, (0, 0, 0), max(thick - 1, 1))
-    text = f"{receipt['total']} items (score >= {receipt['score_threshold']:g})"
-    if receipt["view_total"] is not None:
-        text += f" | counting view: {receipt['view_total']:.1f}"
-    (tw, th), base = cv2.getTextSize(text, font, 0.6 * scale, thick)
-    banner = np.full((th + base + int(12 * scale), w, 3), 32, np.uint8)
-    cv2.putText(banner, text, (int(6 * scale), th + int(6 * scale)), font, 0.6 * scale,
-                (255, 255, 255), thick, cv2.LINE_AA)  # fmt: skip
-    return np.concatenate([banner, out], axis=0)
 
 
 def receipts_csv(receipts: Sequence[dict]) -> str:
@@ -427,7 +421,13 @@ def run_checkout(
                 logger.warning("skipped %s: model failed: %s", f.path, e)
                 continue
             receipt = make_receipt(outputs, catalog, threshold, f.name, *image.shape[:2])
-            annotated = draw_receipt(image, receipt)
+            density = outputs.get("density")
+            if isinstance(density, torch.Tensor):
+                density = density.detach().to("cpu", torch.float32).numpy()
+            layout = catalog.split_counts(len(density)) if density is not None else None
+            if layout:  # one level's channels: each level alone sums to the total density
+                density = density[next(iter(layout.values()))]
+            annotated = draw_receipt(image, receipt, density)
             h, w = annotated.shape[:2]
             s = min(thumb_size / max(h, w), 1.0)
             thumb = cv2.resize(annotated, (max(int(w * s), 1), max(int(h * s), 1)),

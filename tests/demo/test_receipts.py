@@ -13,13 +13,12 @@ from detectron2.structures import Boxes, Instances
 from dpsnet.utils.io import atomic_write_image, load_json
 from dpsnet.utils.receipts import (
     ProductCatalog,
-    draw_receipt,
     find_inputs,
     make_receipt,
     receipts_csv,
     run_checkout,
 )
-from dpsnet.utils.report import metrics_html, render_report
+from dpsnet.utils.report import density_panel, draw_receipt, metrics_html, render_report
 
 
 @pytest.fixture
@@ -55,7 +54,7 @@ def test_receipt_counts_at_threshold_with_dataset_ids(catalog):
         (3, "cola", 2),
         (7, "chips", 1),
     ]  # a score equal to the threshold counts (as in the RPC evaluator); 0.49 does not
-    assert r["total"] == 3 and r["view_total"] is None and r["view_kind"] is None
+    assert r["total"] == 3 and r["view_total"] is None and r["view_levels"] is None
     assert [d["score"] for d in r["detections"]] == [0.9, 0.7, 0.5]
     assert r["detections"][0]["bbox"] == [0.0, 0.0, 10.0, 20.0]  # XYWH
 
@@ -63,7 +62,7 @@ def test_receipt_counts_at_threshold_with_dataset_ids(catalog):
 def test_receipt_category_view_lists_products_only_the_view_sees(catalog):
     out = _outputs([0, 0], [0.9, 0.8], counts=[1.8, 0.2, 0.7])
     r = make_receipt(out, catalog, 0.5, "a.jpg", 60, 80)
-    assert r["view_kind"] == "category"
+    assert r["view_levels"] == ["category"]
     assert [(i["product_id"], i["count"], i["view_count"]) for i in r["items"]] == [
         (3, 2, pytest.approx(1.8)),
         (11, 0, pytest.approx(0.7)),  # seen by the counting view only: listed beside a 0
@@ -72,12 +71,26 @@ def test_receipt_category_view_lists_products_only_the_view_sees(catalog):
 
 
 @pytest.mark.parametrize(
-    "counts, kind", [([4.2], "total"), ([1.0, 2.0], "unknown"), ([0.9, 0.1, 3.0], "category")]
+    "counts, levels", [([4.2], ["total"]), ([0.9, 0.1, 3.0], ["category"]), ([1.0, 2.0], None)]
 )
-def test_count_kinds(catalog, counts, kind):
+def test_count_layout_guessed_from_channels(catalog, counts, levels):
     r = make_receipt(_outputs([1], [0.9], counts=counts), catalog, 0.5, "a.jpg", 60, 80)
-    assert r["view_kind"] == kind
-    assert r["view_total"] == pytest.approx(sum(counts))
+    assert r["view_levels"] == levels
+    assert r["view_total"] == (pytest.approx(sum(counts)) if levels else None)
+
+
+def test_multi_level_counting_view(catalog):
+    """MODEL.COUNTING_HEAD.LEVELS ("total", "category"): 1 + K channels, total from channel 0."""
+    catalog.count_levels = ("total", "category")
+    out = _outputs([0, 2], [0.9, 0.9], counts=[2.5, 1.0, 0.2, 1.2])
+    r = make_receipt(out, catalog, 0.5, "a.jpg", 60, 80)
+    assert r["view_levels"] == ["total", "category"]
+    assert r["view_total"] == pytest.approx(2.5)  # not the sum of every channel (4.9)
+    assert [(i["product_id"], i["view_count"]) for i in r["items"]] == [
+        (3, pytest.approx(1.0)),
+        (11, pytest.approx(1.2)),
+    ]
+    assert r["view_supercategories"] is None
 
 
 def test_supercategory_view():
@@ -88,7 +101,7 @@ def test_supercategory_view():
     )
     cat = ProductCatalog.from_metadata(meta, 3)
     r = make_receipt(_outputs([0, 1, 1], [0.9] * 3, counts=[2.6, 0.4]), cat, 0.5, "a", 60, 80)
-    assert r["view_kind"] == "supercategory"
+    assert r["view_levels"] == ["supercategory"]
     assert [(s["name"], s["count"], s["view_count"]) for s in r["view_supercategories"]] == [
         ("drink", 3, pytest.approx(2.6)),
         ("home", 0, pytest.approx(0.4)),
@@ -107,6 +120,13 @@ def test_draw_and_csv(catalog):
     drawn = draw_receipt(image, r)
     assert drawn.shape[1:] == (80, 3) and drawn.shape[0] > 60  # banner on top
     assert drawn[-60:].any() and not image.any()  # boxes drawn on a copy
+    density = np.zeros((1, 8, 10), np.float32)
+    density[0, 6, 8] = 3.0  # a peak near the bottom right
+    with_map = draw_receipt(image, r, density)
+    assert with_map.shape[1] > 2 * 80 and with_map.shape[0] == drawn.shape[0]
+    panel = density_panel(image, density)
+    hot = np.unravel_index(np.argmax(panel[..., 2].astype(int) - panel[..., 0]), (60, 80))
+    assert hot[0] > 40 and hot[1] > 55, hot  # red (JET's top) where the density peaks
     rows = list(csv.reader(io.StringIO(receipts_csv([r]))))
     assert rows[1:] == [
         ["x,y.jpg", "3", "cola", "drink", "1", ""],
