@@ -33,7 +33,7 @@ setup(
         "dev": [
             "pytest>=7",
             "pytest-xdist>=3",
-            "ruff>=0.5",
+            "ruff==0.17.5",  # exact: lint and format results change between ruff releases
             # The public RPC evaluation tool, used only as a test oracle for metric parity.
             "rpctool==0.1.6",
         ],

@@ -17,6 +17,16 @@ def add_dpsnet_config(cfg: CN) -> None:
     _add_distill_config(cfg)
     _add_recognition_config(cfg)
     _add_test_config(cfg)
+    _add_datasets_config(cfg)
+
+
+def _add_datasets_config(cfg: CN) -> None:
+    """DATASETS.REGISTER: datasets on disk that a config names without Python code."""
+    # COCO/RPC-format datasets registered when the config is loaded (load_config), each a list
+    # [name, json_file, image_root] or [name, json_file, image_root, categories_json]; e.g. the
+    # synthesized scenes of tools/synthesize.py, so that DATASETS.TRAIN can name them.
+    # categories_json fixes the class order (give the exemplars' JSON to share their classes).
+    cfg.DATASETS.REGISTER = []
 
 
 def _add_model_config(cfg: CN) -> None:
@@ -25,9 +35,71 @@ def _add_model_config(cfg: CN) -> None:
     # Weight of the density (counting-view) loss added to the detection losses.
     cfg.MODEL.DPSNET.DENSITY_LOSS_WEIGHT = 1.0
 
+    # The counting pyramid (the paper's second, top-down pyramid), built on the detection FPN's
+    # outputs by the "build_dpsnet_resnet_fpn_backbone" backbone and fused at
+    # MODEL.COUNTING_HEAD.STRIDE (P6 -> P5 -> P4 top-down, finer levels pooled down).
+    cfg.MODEL.DPSNET.COUNT_PYRAMID = CN()
+    # Detection-pyramid levels fused into the counting feature (the paper: P2-P6).
+    cfg.MODEL.DPSNET.COUNT_PYRAMID.IN_FEATURES = ["p2", "p3", "p4", "p5", "p6"]
+    # Channels of the counting pyramid; 0: MODEL.FPN.OUT_CHANNELS.
+    cfg.MODEL.DPSNET.COUNT_PYRAMID.OUT_CHANNELS = 0
+    # Normalisation of its 1x1 lateral convs ("", "GN", "BN", ...); "same": MODEL.FPN.NORM.
+    cfg.MODEL.DPSNET.COUNT_PYRAMID.NORM = "same"
+
+    # Count-guided inference (beyond the paper): the counting view settles how many detections an
+    # image keeps, instead of one global score threshold.
+    cfg.MODEL.DPSNET.COUNT_GUIDED = CN()
+    # Off by default until the distillation issue has measured it.
+    cfg.MODEL.DPSNET.COUNT_GUIDED.ENABLED = False
+    # Count level that guides ("total", "supercategory" or "category"); one of COUNTING_HEAD.LEVELS.
+    cfg.MODEL.DPSNET.COUNT_GUIDED.LEVEL = "total"
+    # Detections scoring at least this are always kept, whatever the count says.
+    cfg.MODEL.DPSNET.COUNT_GUIDED.KEEP_SCORE = 0.9
+    # Detections scoring below this are always dropped; in between, the top-N by score are kept
+    # (N: the rounded count of the detection's group).
+    cfg.MODEL.DPSNET.COUNT_GUIDED.MIN_SCORE = 0.2
+
+    cfg.MODEL.COUNTING_HEAD = CN()
+    # Registered name in COUNTING_HEAD_REGISTRY; the paper's density head by default.
+    cfg.MODEL.COUNTING_HEAD.NAME = "DensityCountingHead"
+    # Backbone output the head reads (the counting pyramid's feature).
+    cfg.MODEL.COUNTING_HEAD.IN_FEATURE = "count"
+    # Density channels, level after level: "total" (1), "supercategory" (one per supercategory,
+    # from the train dataset's metadata), "category" (one per class, MODEL.ROI_HEADS.NUM_CLASSES).
+    cfg.MODEL.COUNTING_HEAD.LEVELS = ["total"]
+    # Number of density channels; 0: derived from LEVELS and dataset metadata (DATASETS.TRAIN[0]).
+    cfg.MODEL.COUNTING_HEAD.NUM_CHANNELS = 0
+    # Channels of the head's 3x3 conv; 0: those of its input feature.
+    cfg.MODEL.COUNTING_HEAD.CONV_DIM = 0
+    # Normalisation after the 3x3 conv: "IN" (instance norm, the paper) or a detectron2 norm name.
+    cfg.MODEL.COUNTING_HEAD.NORM = "IN"
+    # Normalisation after the final 1x1 conv, before ReLU: "IN" (the paper) or "" (none).
+    cfg.MODEL.COUNTING_HEAD.OUTPUT_NORM = "IN"
+    # Stride of the density map in input pixels (the paper: 8, the P3 level).
+    cfg.MODEL.COUNTING_HEAD.STRIDE = 8
+    # Density mass of one object (the paper: 100); count = map sum / MASS.
+    cfg.MODEL.COUNTING_HEAD.MASS = 100.0
+    # Smallest Gaussian sigma, in density-map pixels (the paper: 1.0).
+    cfg.MODEL.COUNTING_HEAD.MIN_SIGMA = 1.0
+    # sigma = max(MIN_SIGMA, min(w, h) / 2 * SIGMA_SCALE), box size in density-map pixels
+    # (the paper: 5 / 12).
+    cfg.MODEL.COUNTING_HEAD.SIGMA_SCALE = 5.0 / 12.0
+    # Beta of the smooth L1 density loss (mean over density pixels).
+    cfg.MODEL.COUNTING_HEAD.SMOOTH_L1_BETA = 1.0
+    # Weight of an extra L1 loss on each channel's count (map sum / MASS); 0: the paper's loss only.
+    cfg.MODEL.COUNTING_HEAD.COUNT_LOSS_WEIGHT = 0.0
+
 
 def _add_input_config(cfg: CN) -> None:
     """INPUT.*: photometric augmentation through albumentations (issue: model)."""
+    cfg.INPUT.ALBUMENTATIONS = CN()
+    # Photometric albumentations transforms applied (in order) to training images after the
+    # geometric ones, each "Name(arg=value, ...)" with literal arguments, e.g.
+    # "RandomBrightnessContrast(brightness_limit=0.2, p=0.5)". Only image-only (pixel-level)
+    # transforms are accepted: geometric ones would desynchronise boxes and density maps.
+    cfg.INPUT.ALBUMENTATIONS.TRANSFORMS = []
+    # Also apply them at test time (test-time photometric perturbation; normally off).
+    cfg.INPUT.ALBUMENTATIONS.TEST = False
 
 
 def _add_synthesis_config(cfg: CN) -> None:
@@ -35,6 +107,16 @@ def _add_synthesis_config(cfg: CN) -> None:
     cfg.SYNTHESIS = CN()
     # Seed of every random choice in synthesis; image i uses (SEED, i).
     cfg.SYNTHESIS.SEED = 0
+    _add_synthesis_masks_config(cfg)
+    _add_synthesis_compose_config(cfg)
+
+
+def _add_synthesis_masks_config(cfg: CN) -> None:
+    """SYNTHESIS.MASKS.* and SYNTHESIS.POSE.*: exemplar masks and pose pruning."""
+
+
+def _add_synthesis_compose_config(cfg: CN) -> None:
+    """SYNTHESIS.COMPOSE.*: checkout-scene composition."""
 
 
 def _add_render_config(cfg: CN) -> None:
@@ -187,6 +269,83 @@ def _add_distill_config(cfg: CN) -> None:
 def _add_recognition_config(cfg: CN) -> None:
     """RECOGNITION.*: open-set recogniser and gallery (issue: open-set recognition)."""
     cfg.RECOGNITION = CN()
+    # Train/evaluate the detector with every category mapped to one "object" class (datasets
+    # named in DATASETS.* are read through their "<name>_agnostic" views).
+    cfg.RECOGNITION.CLASS_AGNOSTIC = False
+
+    cfg.RECOGNITION.EMBEDDER = CN()
+    # torchvision ResNet trunk of the embedding network: resnet18, resnet34, resnet50, resnet101.
+    cfg.RECOGNITION.EMBEDDER.ARCH = "resnet18"
+    # Optional torchvision ImageNet weights file for the trunk (nothing is downloaded).
+    cfg.RECOGNITION.EMBEDDER.TRUNK_WEIGHTS = ""
+    # Trained recogniser checkpoint (tools/train_recognizer.py output) used by the pipeline.
+    cfg.RECOGNITION.EMBEDDER.WEIGHTS = ""
+    # Width of the hidden fully-connected layer of the embedding head.
+    cfg.RECOGNITION.EMBEDDER.HIDDEN_DIM = 1024
+    # Dimension of the product embedding.
+    cfg.RECOGNITION.EMBEDDER.EMBED_DIM = 128
+    # L2-normalise embeddings, so distances lie in [0, 2] and one threshold fits all products.
+    cfg.RECOGNITION.EMBEDDER.NORMALIZE = True
+
+    cfg.RECOGNITION.CROP = CN()
+    # Side of the square crop fed to the embedder, pixels (224 in the D2S open-set paper).
+    cfg.RECOGNITION.CROP.SIZE = 224
+    # Context padding around each box, as a fraction of the box's longer side on each side.
+    cfg.RECOGNITION.CROP.PADDING = 0.1
+
+    cfg.RECOGNITION.TRAIN = CN()
+    # Datasets whose boxes give the training crops (exemplars; one product per box).
+    cfg.RECOGNITION.TRAIN.DATASETS = ("mini_rpc_train",)
+    # Datasets whose boxes give the validation crops (top-1, macro-F1, threshold calibration).
+    cfg.RECOGNITION.TRAIN.VAL_DATASETS = ("mini_rpc_val",)
+    # P: products per K x P batch.
+    cfg.RECOGNITION.TRAIN.P = 8
+    # K: crops per product per batch.
+    cfg.RECOGNITION.TRAIN.K = 4
+    # Training epochs (one epoch = as many batches as it takes to cover the crops once).
+    cfg.RECOGNITION.TRAIN.EPOCHS = 30
+    # Epochs with the "batch-all" triplet loss before switching to "batch-hard" (curriculum).
+    cfg.RECOGNITION.TRAIN.ALL_TRIPLET_EPOCHS = 10
+    # Adam learning rate (the paper: 1e-2, then 1e-3).
+    cfg.RECOGNITION.TRAIN.BASE_LR = 1e-3
+    # Epoch at which the learning rate is multiplied by LR_DROP_FACTOR (0: never).
+    cfg.RECOGNITION.TRAIN.LR_DROP_EPOCH = 20
+    # Learning-rate factor applied at LR_DROP_EPOCH.
+    cfg.RECOGNITION.TRAIN.LR_DROP_FACTOR = 0.1
+    # Probability of random erasing of a training crop (the paper: 0.5).
+    cfg.RECOGNITION.TRAIN.ERASE_PROB = 0.5
+    # Rotate training crops by a random angle (checkout items lie at any angle on the tray).
+    cfg.RECOGNITION.TRAIN.ROTATE = True
+    # Fraction of products held out of recogniser training (added later through the gallery).
+    cfg.RECOGNITION.TRAIN.HOLDOUT_FRACTION = 0.0
+    # At most this many training crops per product (0: all), chosen with SEED.
+    cfg.RECOGNITION.TRAIN.MAX_CROPS_PER_PRODUCT = 0
+    # Save a resumable checkpoint every this many epochs.
+    cfg.RECOGNITION.TRAIN.CHECKPOINT_PERIOD = 5
+    # Seed of the product split, the sampler and augmentation.
+    cfg.RECOGNITION.TRAIN.SEED = 0
+
+    cfg.RECOGNITION.GALLERY = CN()
+    # Gallery file (tools/build_gallery.py output) used by the pipeline.
+    cfg.RECOGNITION.GALLERY.FILE = ""
+    # Nearest-neighbour search: "torch" (exact, chosen by benchmarks/bench_gallery.py), "numpy",
+    # or "faiss" (needs faiss-cpu).
+    cfg.RECOGNITION.GALLERY.BACKEND = "torch"
+    # Embedding distance beyond which a crop is an "unknown product" (<= 0: the gallery's own).
+    cfg.RECOGNITION.GALLERY.UNKNOWN_DISTANCE = 0.0
+    # At most this many exemplar embeddings per product kept in the gallery (0: all).
+    cfg.RECOGNITION.GALLERY.MAX_PER_PRODUCT = 0
+
+    cfg.RECOGNITION.DETECTOR = CN()
+    # Config file of the class-agnostic detector used by the DPSNetOpenSet pipeline.
+    cfg.RECOGNITION.DETECTOR.CONFIG_FILE = ""
+    # Weights of that detector.
+    cfg.RECOGNITION.DETECTOR.WEIGHTS = ""
+    # Dataset whose metadata maps product ids to contiguous class ids ("": DATASETS.TEST[0]).
+    cfg.RECOGNITION.CLASS_MAP_DATASET = ""
+    # Unknown products: "drop" them from `instances` (kept in the output's "unknown_instances"),
+    # or "keep" them in `instances` with pred_classes -1.
+    cfg.RECOGNITION.UNKNOWN_POLICY = "drop"
 
 
 def _add_test_config(cfg: CN) -> None:

@@ -1,7 +1,13 @@
 """Training entry points: the Trainer, config setup and multi-process launch."""
 
 from dpsnet.engine.launch import launch
-from dpsnet.engine.setup import ConfigError, check_weights, load_config, resolve_device
+from dpsnet.engine.setup import (
+    ConfigError,
+    check_weights,
+    load_config,
+    register_from_config,
+    resolve_device,
+)
 from dpsnet.engine.trainer import Trainer, build_evaluator, build_mapper
 
 __all__ = [
@@ -12,5 +18,6 @@ __all__ = [
     "check_weights",
     "launch",
     "load_config",
+    "register_from_config",
     "resolve_device",
 ]

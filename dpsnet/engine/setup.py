@@ -48,7 +48,37 @@ def load_config(config_file: str | None, opts: list[str] | None = None) -> CfgNo
             if key:
                 raise ConfigError(f"unknown config key '{key}' in command-line overrides") from None
             raise ConfigError(f"command-line overrides: {_one_line(e)}") from None
-    return cfg
+    register_from_config(cfg)
+    from dpsnet.recognition.agnostic import class_agnostic_config  # RECOGNITION.CLASS_AGNOSTIC
+
+    return class_agnostic_config(cfg)
+
+
+def register_from_config(cfg: CfgNode) -> list[str]:
+    """Register every dataset listed in ``DATASETS.REGISTER`` (idempotent); return their names.
+
+    Raises:
+        ConfigError: an entry is malformed or its JSON file / image folder does not exist.
+    """
+    from dpsnet.data.datasets import register_checkout_dataset
+
+    names = []
+    for entry in cfg.DATASETS.REGISTER:
+        if isinstance(entry, str) or len(entry) not in (3, 4):
+            raise ConfigError(
+                "DATASETS.REGISTER entries are [name, json_file, image_root(, categories_json)],"
+                f" got {entry!r}"
+            )
+        name, json_file, image_root = entry[:3]
+        categories_json = entry[3] if len(entry) == 4 else None
+        for path, what in ((json_file, "json file"), (categories_json, "categories json")):
+            if path and not os.path.isfile(path):
+                raise ConfigError(f"DATASETS.REGISTER '{name}': {what} not found: {path}")
+        if not os.path.isdir(image_root):
+            raise ConfigError(f"DATASETS.REGISTER '{name}': image folder not found: {image_root}")
+        register_checkout_dataset(name, json_file, image_root, categories_json=categories_json)
+        names.append(name)
+    return names
 
 
 def resolve_device(cfg: CfgNode) -> bool:
