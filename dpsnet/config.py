@@ -116,7 +116,81 @@ def _add_synthesis_masks_config(cfg: CN) -> None:
 
 
 def _add_synthesis_compose_config(cfg: CN) -> None:
-    """SYNTHESIS.COMPOSE.*: checkout-scene composition."""
+    """SYNTHESIS.COMPOSE.*: checkout-scene composition (tools/synthesize.py)."""
+    cfg.SYNTHESIS.COMPOSE = CN()
+    # index.json of tools/extract_masks.py: its items with kept=true are pasted.
+    cfg.SYNTHESIS.COMPOSE.MASKS_INDEX = ""
+    # Output folder: instances.json, images/, labels/ (per-image labels, for resuming), report.
+    cfg.SYNTHESIS.COMPOSE.OUTPUT_DIR = "output/synth"
+    # Number of scenes; scene i depends only on (SYNTHESIS.SEED, i), the config and the index.
+    cfg.SYNTHESIS.COMPOSE.NUM_IMAGES = 1000
+    # Scene size [height, width] in pixels.
+    cfg.SYNTHESIS.COMPOSE.IMAGE_SIZE = [800, 800]
+    # Relative shares of easy, medium and hard scenes (spread evenly over the image indices).
+    cfg.SYNTHESIS.COMPOSE.LEVEL_MIX = [1.0, 1.0, 1.0]
+    # [min, max] categories per scene for easy, medium, hard (RPC's scheme: 3-4, 5-7, 8-10).
+    cfg.SYNTHESIS.COMPOSE.CATEGORIES = [[3, 4], [5, 7], [8, 10]]
+    # [min, max] instances per scene for easy, medium, hard (RPC: <=10, 10-15, 15-20).
+    cfg.SYNTHESIS.COMPOSE.INSTANCES = [[3, 10], [10, 15], [15, 20]]
+    # Item scale drawn uniformly in [min, max] (the paper: 0.4-0.7), in SCALE_UNIT.
+    cfg.SYNTHESIS.COMPOSE.SCALE_RANGE = [0.4, 0.7]
+    # "image": scale x (scene side / exemplar photo side), so items keep their share of the
+    # picture at any IMAGE_SIZE; "pixel": scale of the exemplar's pixels (the authors' code).
+    cfg.SYNTHESIS.COMPOSE.SCALE_UNIT = "image"
+    # Rotation in degrees drawn uniformly in [min, max] (the paper: 0-360).
+    cfg.SYNTHESIS.COMPOSE.ROTATION_RANGE = [0.0, 360.0]
+    # Probability of mirroring an item (mirrors its print too, so 0 by default).
+    cfg.SYNTHESIS.COMPOSE.FLIP_PROB = 0.0
+    # Largest box IoU of a new item with any placed one (the paper: 0.5).
+    cfg.SYNTHESIS.COMPOSE.MAX_IOU = 0.5
+    # When no tried position meets the limit it grows by this step up to 1.0, where any
+    # position fits: placement always ends.
+    cfg.SYNTHESIS.COMPOSE.IOU_RELAX_STEP = 0.1
+    # Random positions tried at each IoU limit.
+    cfg.SYNTHESIS.COMPOSE.PLACEMENT_ATTEMPTS = 30
+    # Border kept free of items, as a fraction of the scene's shorter side.
+    cfg.SYNTHESIS.COMPOSE.MARGIN = 0.02
+    # An instance hidden by later items beyond this share of its pixels is dropped from the
+    # labels (what is left of it stays in the image).
+    cfg.SYNTHESIS.COMPOSE.MAX_OCCLUDED = 0.5
+    # While the IoU limit is below 1.0, placement also refuses positions that would hide an
+    # earlier item beyond MAX_OCCLUDED (fewer dropped labels).
+    cfg.SYNTHESIS.COMPOSE.GUARD_OCCLUSION = True
+    # A label whose visible part has fewer pixels than this is dropped too.
+    cfg.SYNTHESIS.COMPOSE.MIN_VISIBLE_PIXELS = 16
+    # Soft cast shadows under each item (the paper's composer has none).
+    cfg.SYNTHESIS.COMPOSE.SHADOW = CN()
+    # Draw them.
+    cfg.SYNTHESIS.COMPOSE.SHADOW.ENABLED = True
+    # Darkening at the shadow's core, drawn uniformly in [min, max] once per scene.
+    cfg.SYNTHESIS.COMPOSE.SHADOW.STRENGTH = [0.25, 0.5]
+    # Blur (Gaussian sigma) as a fraction of the item's longer side.
+    cfg.SYNTHESIS.COMPOSE.SHADOW.BLUR = 0.06
+    # Shift away from the scene's light, as a fraction of the item's longer side.
+    cfg.SYNTHESIS.COMPOSE.SHADOW.OFFSET = 0.05
+    # Folder of empty-tray photos used as backgrounds (cropped to IMAGE_SIZE's aspect, resized,
+    # flipped); "" = generated trays.
+    cfg.SYNTHESIS.COMPOSE.BACKGROUND_DIR = ""
+    # Number of generated trays (drawn once from SYNTHESIS.SEED, varied per scene).
+    cfg.SYNTHESIS.COMPOSE.NUM_GENERATED_BACKGROUNDS = 16
+    # Photometric albumentations transforms applied to each finished scene, "Name(arg=value)"
+    # strings as in INPUT.ALBUMENTATIONS.TRANSFORMS (image-only transforms); seeded per scene.
+    cfg.SYNTHESIS.COMPOSE.PHOTOMETRIC = [
+        "RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.8)",
+        "HueSaturationValue(hue_shift_limit=4, sat_shift_limit=12, val_shift_limit=0, p=0.5)",
+    ]
+    # Standard deviation (grey levels) of Gaussian sensor noise added to each scene; 0 = none.
+    cfg.SYNTHESIS.COMPOSE.NOISE_STD = 2.0
+    # Image file format: "jpg" or "png".
+    cfg.SYNTHESIS.COMPOSE.IMAGE_FORMAT = "jpg"
+    # JPEG quality (0-100) when IMAGE_FORMAT is "jpg".
+    cfg.SYNTHESIS.COMPOSE.JPEG_QUALITY = 92
+    # Image id of scene 0 (scene i gets IMAGE_ID_START + i).
+    cfg.SYNTHESIS.COMPOSE.IMAGE_ID_START = 1
+    # Name the written set is registered under ("" = "synth_" + the output folder's name).
+    cfg.SYNTHESIS.COMPOSE.DATASET_NAME = ""
+    # Exemplar cut-outs kept in memory per worker process.
+    cfg.SYNTHESIS.COMPOSE.CACHE_ITEMS = 1000
 
 
 def _add_render_config(cfg: CN) -> None:
