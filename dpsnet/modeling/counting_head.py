@@ -1,0 +1,163 @@
+"""Counting heads: predict density maps from the counting pyramid's feature.
+
+A counting head is a pluggable slot of :class:`~dpsnet.modeling.meta_arch.DPSNet`, with its own
+registry. The default is the paper's density head: 3x3 conv, instance norm, ReLU, 1x1 conv to C
+density channels, instance norm, ReLU; trained with a smooth L1 loss against the ground-truth
+density map (see :mod:`dpsnet.data.density`).
+"""
+
+import torch
+import torch.nn.functional as F
+from detectron2.config import configurable
+from detectron2.layers import Conv2d, ShapeSpec, get_norm
+from detectron2.utils.registry import Registry
+from torch import nn
+
+from dpsnet.data.density import density_layout_from_config
+
+__all__ = [
+    "COUNTING_HEAD_REGISTRY",
+    "DensityCountingHead",
+    "build_counting_head",
+    "num_density_channels",
+]
+
+COUNTING_HEAD_REGISTRY = Registry("COUNTING_HEAD")
+COUNTING_HEAD_REGISTRY.__doc__ = """
+Registry for counting heads, which predict density maps from backbone features.
+
+The registered object is called with ``(cfg, input_shape)``, ``input_shape`` a dict of backbone
+output name -> ShapeSpec, and must return an ``nn.Module`` whose ``forward(features, targets=None)``
+takes the backbone's feature dict and, in training, the (B, C, h, w) padded ground-truth density
+maps, and returns ``(density (B, C, h, w), losses dict)``.
+"""
+
+
+def build_counting_head(cfg, input_shape: dict[str, ShapeSpec]) -> nn.Module:
+    """Build the counting head named by ``cfg.MODEL.COUNTING_HEAD.NAME``."""
+    return COUNTING_HEAD_REGISTRY.get(cfg.MODEL.COUNTING_HEAD.NAME)(cfg, input_shape)
+
+
+def num_density_channels(cfg) -> int:
+    """MODEL.COUNTING_HEAD.NUM_CHANNELS, or the channels its LEVELS give with dataset metadata."""
+    if cfg.MODEL.COUNTING_HEAD.NUM_CHANNELS > 0:
+        return cfg.MODEL.COUNTING_HEAD.NUM_CHANNELS
+    return density_layout_from_config(cfg).num_channels
+
+
+def _norm(name: str, channels: int) -> nn.Module | None:
+    if name == "IN":
+        return nn.InstanceNorm2d(channels, affine=True)
+    return get_norm(name, channels)
+
+
+@COUNTING_HEAD_REGISTRY.register()
+class DensityCountingHead(nn.Module):
+    """The paper's density head.
+
+    Args:
+        in_feature: backbone output to read (the counting pyramid's ``"count"``).
+        in_channels: its channels.
+        num_channels: C, density channels to predict.
+        conv_dim: channels of the 3x3 conv.
+        norm: normalisation after the 3x3 conv ("IN": instance norm, or a detectron2 norm).
+        output_norm: normalisation of the C output channels before the final ReLU ("IN" or "").
+        mass: density mass of one object (for the count loss).
+        smooth_l1_beta: beta of the smooth L1 density loss.
+        count_loss_weight: weight of an L1 loss on the per-channel counts (0: off).
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        in_feature: str,
+        in_channels: int,
+        num_channels: int,
+        conv_dim: int = 0,
+        norm: str = "IN",
+        output_norm: str = "IN",
+        mass: float = 100.0,
+        smooth_l1_beta: float = 1.0,
+        count_loss_weight: float = 0.0,
+    ):
+        super().__init__()
+        conv_dim = conv_dim or in_channels
+        self.in_feature = in_feature
+        self.num_channels = num_channels
+        self.mass = mass
+        self.smooth_l1_beta = smooth_l1_beta
+        self.count_loss_weight = count_loss_weight
+        self.conv = Conv2d(
+            in_channels,
+            conv_dim,
+            kernel_size=3,
+            padding=1,
+            norm=_norm(norm, conv_dim),
+            activation=F.relu,
+        )
+        self.predictor = Conv2d(
+            conv_dim, num_channels, kernel_size=1, norm=_norm(output_norm, num_channels)
+        )
+        for layer in (self.conv, self.predictor):
+            nn.init.normal_(layer.weight, std=0.01)
+            nn.init.zeros_(layer.bias)
+
+    @classmethod
+    def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]):
+        head = cfg.MODEL.COUNTING_HEAD
+        if head.IN_FEATURE not in input_shape:
+            raise ValueError(
+                f"MODEL.COUNTING_HEAD.IN_FEATURE {head.IN_FEATURE!r} is not a backbone output "
+                f"({sorted(input_shape)}); use the 'build_dpsnet_resnet_fpn_backbone' backbone"
+            )
+        shape = input_shape[head.IN_FEATURE]
+        if shape.stride != head.STRIDE:
+            raise ValueError(
+                f"backbone feature {head.IN_FEATURE!r} has stride {shape.stride}, "
+                f"MODEL.COUNTING_HEAD.STRIDE is {head.STRIDE}"
+            )
+        return {
+            "in_feature": head.IN_FEATURE,
+            "in_channels": shape.channels,
+            "num_channels": num_density_channels(cfg),
+            "conv_dim": head.CONV_DIM,
+            "norm": head.NORM,
+            "output_norm": head.OUTPUT_NORM,
+            "mass": head.MASS,
+            "smooth_l1_beta": head.SMOOTH_L1_BETA,
+            "count_loss_weight": head.COUNT_LOSS_WEIGHT,
+        }
+
+    def forward(self, features: dict[str, torch.Tensor], targets: torch.Tensor | None = None):
+        """Predict density maps; in training, also their losses.
+
+        Args:
+            features: backbone outputs; reads ``features[in_feature]`` (B, in_channels, h, w).
+            targets: (B, C, h, w) ground-truth density maps (training only).
+
+        Returns:
+            (B, C, h, w) non-negative density maps, and a dict of losses (empty in inference).
+        """
+        density = F.relu(self.predictor(self.conv(features[self.in_feature])))
+        if not self.training:
+            return density, {}
+        return density, self.losses(density, targets)
+
+    def losses(self, density: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Smooth L1 between maps (mean over pixels), plus the optional count loss."""
+        if targets is None or targets.shape != density.shape:
+            raise ValueError(
+                f"density targets {None if targets is None else tuple(targets.shape)} do not match "
+                f"the predicted maps {tuple(density.shape)}"
+            )
+        losses = {
+            "loss_density": F.smooth_l1_loss(
+                density, targets, beta=self.smooth_l1_beta, reduction="mean"
+            )
+        }
+        if self.count_loss_weight > 0:
+            pred = density.sum(dim=(2, 3)) / self.mass
+            gt = targets.sum(dim=(2, 3)) / self.mass
+            losses["loss_count"] = self.count_loss_weight * F.l1_loss(pred, gt)
+        return losses

@@ -1,0 +1,80 @@
+"""The counting head: registry, channels from the config and dataset metadata, losses."""
+
+import uuid
+
+import pytest
+import torch
+from detectron2.data import MetadataCatalog
+from detectron2.layers import ShapeSpec
+
+from dpsnet.modeling.counting_head import (
+    COUNTING_HEAD_REGISTRY,
+    DensityCountingHead,
+    build_counting_head,
+    num_density_channels,
+)
+
+SHAPES = {"count": ShapeSpec(channels=16, stride=8), "p2": ShapeSpec(channels=16, stride=4)}
+
+
+@pytest.fixture
+def dataset_with_supercategories():
+    name = f"counting_head_test_{uuid.uuid4().hex[:8]}"
+    MetadataCatalog.get(name).set(thing_classes=["a", "b", "c"], thing_supercategory_ids=[0, 1, 1])
+    yield name
+    MetadataCatalog.remove(name)
+
+
+def test_build_from_registry(cfg):
+    assert "DensityCountingHead" in COUNTING_HEAD_REGISTRY
+    head = build_counting_head(cfg, SHAPES).eval()
+    assert isinstance(head, DensityCountingHead)
+    density, losses = head({"count": torch.randn(2, 16, 7, 9)})
+    assert density.shape == (2, 1, 7, 9) and losses == {}
+    assert (density >= 0).all()
+
+
+@pytest.mark.parametrize(
+    "levels,expected", [(["total"], 1), (["supercategory"], 2), (["category"], 3),
+                        (["total", "supercategory", "category"], 6)]
+)  # fmt: skip
+def test_channels_from_levels_and_metadata(cfg, dataset_with_supercategories, levels, expected):
+    cfg.DATASETS.TRAIN = (dataset_with_supercategories,)
+    cfg.MODEL.COUNTING_HEAD.LEVELS = levels
+    assert num_density_channels(cfg) == expected
+    assert build_counting_head(cfg, SHAPES).num_channels == expected
+
+
+def test_supercategory_level_needs_metadata(cfg):
+    cfg.DATASETS.TRAIN = (f"no_such_dataset_{uuid.uuid4().hex[:8]}",)
+    cfg.MODEL.COUNTING_HEAD.LEVELS = ["supercategory"]
+    with pytest.raises(ValueError, match="thing_supercategory_ids"):
+        num_density_channels(cfg)
+    cfg.MODEL.COUNTING_HEAD.NUM_CHANNELS = 17  # explicit: the model builds without metadata
+    assert num_density_channels(cfg) == 17
+
+
+def test_wrong_feature_or_stride_is_a_clear_error(cfg):
+    cfg.MODEL.COUNTING_HEAD.IN_FEATURE = "p9"
+    with pytest.raises(ValueError, match="p9"):
+        build_counting_head(cfg, SHAPES)
+    cfg.MODEL.COUNTING_HEAD.IN_FEATURE = "p2"
+    with pytest.raises(ValueError, match="stride 4"):
+        build_counting_head(cfg, SHAPES)
+
+
+def test_losses():
+    head = DensityCountingHead(
+        in_feature="count", in_channels=16, num_channels=2, output_norm="", count_loss_weight=0.5
+    ).train()
+    features = {"count": torch.randn(2, 16, 6, 5)}
+    density, _ = head(features, torch.zeros(2, 2, 6, 5))
+    target = density.detach().clone()
+    _, losses = head(features, target)
+    assert losses["loss_density"].item() == 0 and losses["loss_count"].item() == 0
+    target[0, 1, 2, 2] += 200.0  # two more objects in one channel of one image
+    _, losses = head(features, target)
+    assert losses["loss_count"].item() == pytest.approx(0.5 * 2.0 / 4, rel=1e-5)
+    assert losses["loss_density"].item() == pytest.approx((200.0 - 0.5) / (2 * 2 * 6 * 5))
+    with pytest.raises(ValueError, match="do not match"):
+        head(features, torch.zeros(2, 2, 6, 4))
