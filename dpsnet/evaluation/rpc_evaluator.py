@@ -36,7 +36,10 @@ class RPCEvaluator(DatasetEvaluator):
     ``"counts"``: a (C,) tensor of the counting view's counts, C = 1 (total),
     ``len(metadata.supercategory_names)`` (per supercategory, through
     ``metadata.thing_supercategory_ids``) or ``len(metadata.thing_classes)`` (per category);
-    count-only metrics are then reported under ``count/``.
+    count-only metrics are then reported under ``count/`` (``count/total_MAE``: the mean absolute
+    error of the total count). A counting view with several levels (``count_levels``, e.g.
+    ``["total", "category"]``, channels laid out level after level) is evaluated on its finest
+    level.
 
     The evaluated images are those passed to :meth:`process` (every image of the dataset in a
     normal inference run); an image without detection still counts. Writes to ``output_dir``:
@@ -53,6 +56,8 @@ class RPCEvaluator(DatasetEvaluator):
         levels: levels to report besides "averaged" (None: every level present).
         top_k: rows of the miscounted / confused tables.
         match_iou: IoU of a box match in the confusion table.
+        count_levels: the counting view's levels in channel order (``MODEL.COUNTING_HEAD.LEVELS``);
+            None: one level, recognised from the number of channels.
     """
 
     def __init__(
@@ -67,6 +72,7 @@ class RPCEvaluator(DatasetEvaluator):
         levels: list[str] | None = None,
         top_k: int = 10,
         match_iou: float = 0.5,
+        count_levels: list[str] | None = None,
     ):
         self._dataset_name = dataset_name
         self._metadata = MetadataCatalog.get(dataset_name)
@@ -80,6 +86,7 @@ class RPCEvaluator(DatasetEvaluator):
             self._levels = list(levels) + ([] if "averaged" in levels else ["averaged"])
         self._top_k = top_k
         self._match_iou = match_iou
+        self._count_levels = list(count_levels) if count_levels else None
         self._predictions: list[dict] = []
 
     @classmethod
@@ -95,6 +102,7 @@ class RPCEvaluator(DatasetEvaluator):
             levels=list(rpc.LEVELS) or None,
             top_k=rpc.TOP_K,
             match_iou=rpc.MATCH_IOU,
+            count_levels=list(cfg.MODEL.COUNTING_HEAD.LEVELS),
         )
 
     def reset(self) -> None:
@@ -237,8 +245,30 @@ class RPCEvaluator(DatasetEvaluator):
                 self._dataset_name,
             )
             return None, None, "total"
-        counts = np.stack([p["counts"] for p in predictions])
+        counts = self._finest_level(np.stack([p["counts"] for p in predictions]), gt)
         kind, groups = self._count_channels(
             counts.shape[1], gt, self._contiguous_to_category_ids(gt)
         )
         return counts, groups, kind
+
+    def _finest_level(self, counts: np.ndarray, gt: RPCGroundTruth) -> np.ndarray:
+        """The channels of the finest level of a multi-level counting view; others unchanged."""
+        levels = self._count_levels
+        if not levels or len(levels) < 2:
+            return counts
+        classes = getattr(self._metadata, "thing_classes", None) or gt.category_names
+        sizes = {
+            "total": 1,
+            "supercategory": len(getattr(self._metadata, "supercategory_names", None) or []),
+            "category": len(classes),
+        }
+        if any(lv not in sizes for lv in levels) or sum(sizes[lv] for lv in levels) != len(
+            counts[0]
+        ):
+            raise ValueError(
+                f"{self._dataset_name}: the model outputs {counts.shape[1]} count channels, which "
+                f"do not fit the counting levels {levels} ({sizes})"
+            )
+        finest = max(levels, key=("total", "supercategory", "category").index)
+        start = sum(sizes[lv] for lv in levels[: levels.index(finest)])
+        return counts[:, start : start + sizes[finest]]

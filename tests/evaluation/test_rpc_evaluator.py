@@ -115,6 +115,29 @@ def test_counting_view_metrics(dataset, small_gt, small_results, channels):
     assert not any(k.startswith("search/") for k in metrics) and "mAP50" not in metrics
 
 
+def test_multi_level_counting_view_is_evaluated_on_its_finest_level(
+    dataset, small_gt, small_results
+):
+    """LEVELS ["total", "supercategory", "category"]: 1 + 3 + 12 channels; the category level."""
+    gt = RPCGroundTruth.from_dict(small_gt)
+    true = gt.counts().astype(float)
+    row = {int(i): r for r, i in enumerate(gt.image_ids)}
+
+    def counts(image_id):  # categories exact but image 1 (+1); total and supercategories wrong
+        c = true[row[image_id]].copy()
+        c[0] += 1.0 if image_id == 1 else 0.0
+        return torch.tensor([50.0, 7.0, 7.0, 7.0, *c], dtype=torch.float32)
+
+    levels = ["total", "supercategory", "category"]
+    ev = RPCEvaluator(dataset, None, compute_map=False, search_threshold=False, count_levels=levels)
+    metrics = _run(ev, _outputs(small_gt, small_results, counts))["rpc"]
+    assert metrics["count/total_MAE"] == pytest.approx(1 / 45)
+    assert metrics["count/cAcc"] == pytest.approx(100 * 44 / 45)
+    ev = RPCEvaluator(dataset, None, compute_map=False, count_levels=["total", "category"])
+    with pytest.raises(ValueError, match="16 count channels.*do not fit"):
+        _run(ev, _outputs(small_gt, small_results, counts))
+
+
 def test_count_channels_must_match_metadata(dataset, small_gt, small_results):
     ev = RPCEvaluator(dataset, None, compute_map=False)
     pairs = _outputs(small_gt, small_results, lambda i: torch.zeros(5))
