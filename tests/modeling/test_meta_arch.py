@@ -2,6 +2,7 @@
 count-guided inference and loading a detectron2 detector's checkpoint."""
 
 import logging
+import pickle
 
 import pytest
 import torch
@@ -137,6 +138,24 @@ def test_detectron2_checkpoint_loads_with_a_one_line_note(cfg, tmp_path, caplog)
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
     ours, theirs = model.state_dict(), detector.state_dict()
     assert all(torch.equal(ours[k], v) for k, v in theirs.items())
+
+
+def test_detectron2_model_zoo_pkl_loads_with_a_one_line_note(cfg, tmp_path, caplog):
+    """A ``.pkl`` (detectron2 model-zoo format: numpy arrays, name-matching heuristics)."""
+    detector_cfg = cfg.clone()
+    detector_cfg.MODEL.META_ARCHITECTURE = "GeneralizedRCNN"
+    detector_cfg.MODEL.BACKBONE.NAME = "build_resnet_fpn_backbone"
+    detector = build_model(detector_cfg)
+    state = {k: v.numpy() for k, v in detector.state_dict().items()}
+    with open(tmp_path / "detector.pkl", "wb") as f:
+        pickle.dump({"model": state, "__author__": "Detectron2 Model Zoo"}, f)
+    model = build_model(cfg)
+    with caplog.at_level(logging.INFO):
+        DetectionCheckpointer(model).load(str(tmp_path / "detector.pkl"))
+    assert len([r for r in caplog.records if "no counting view" in r.getMessage()]) == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    ours = model.state_dict()
+    assert all(torch.equal(ours[k], torch.as_tensor(v)) for k, v in state.items())
 
 
 def test_partial_counting_view_is_still_reported(cfg):
