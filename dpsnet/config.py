@@ -113,6 +113,55 @@ def _add_synthesis_config(cfg: CN) -> None:
 
 def _add_synthesis_masks_config(cfg: CN) -> None:
     """SYNTHESIS.MASKS.* and SYNTHESIS.POSE.*: exemplar masks and pose pruning."""
+    cfg.SYNTHESIS.MASKS = CN()
+    # Coarse mask: "grabcut" (GrabCut seeded by the box) or "edges" (the authors' recipe:
+    # bilateral smoothing, edges, hole filling, erosion and median blur).
+    cfg.SYNTHESIS.MASKS.METHOD = "grabcut"
+    # Context ring around the box (sure background for GrabCut), fraction of its longer side.
+    cfg.SYNTHESIS.MASKS.CONTEXT = 0.25
+    # GrabCut iterations.
+    cfg.SYNTHESIS.MASKS.GRABCUT_ITERATIONS = 3
+    # Longer side (pixels) of the working copy of box + context; bounds the cost per exemplar.
+    cfg.SYNTHESIS.MASKS.MAX_SIDE = 160
+    # Gradient magnitude (grey levels per pixel) that counts as an image edge (quality score).
+    cfg.SYNTHESIS.MASKS.EDGE_THRESHOLD = 16.0
+    # Exemplars whose final mask scores below this quality (in [0, 1]) are dropped ("quality").
+    cfg.SYNTHESIS.MASKS.MIN_QUALITY = 0.5
+    cfg.SYNTHESIS.MASKS.REFINE = CN()
+    # Refinement: "matting" (snap the outline where the local coverage estimate crosses 1/2),
+    # "net" (the method's small network trained on the clean coarse masks, then "matting"),
+    # "none". "matting" measured best on the mini world (dpsnet/synthesis/masks.py).
+    cfg.SYNTHESIS.MASKS.REFINE.METHOD = "matting"
+    # Half-width (pixels) of the outline band that the matting snap re-decides.
+    cfg.SYNTHESIS.MASKS.REFINE.BAND = 1
+    # Gaussian sigma (pixels) of the local product/background colour means of the snap.
+    cfg.SYNTHESIS.MASKS.REFINE.RADIUS = 3.0
+    # Least product/background colour difference (grey levels) for the snap to re-decide a pixel.
+    cfg.SYNTHESIS.MASKS.REFINE.MIN_CONTRAST = 12.0
+    # Snap passes.
+    cfg.SYNTHESIS.MASKS.REFINE.ITERATIONS = 1
+    cfg.SYNTHESIS.MASKS.REFINE.NET = CN()
+    # Coarse masks scoring at least this quality train the network (the method's "clean" masks).
+    cfg.SYNTHESIS.MASKS.REFINE.NET.MIN_QUALITY = 0.9
+    # Side of the network's square input (the box plus context, resized).
+    cfg.SYNTHESIS.MASKS.REFINE.NET.INPUT_SIZE = 64
+    # Channels of the network's first level (doubled at each of its two lower levels).
+    cfg.SYNTHESIS.MASKS.REFINE.NET.WIDTH = 16
+    # Training iterations.
+    cfg.SYNTHESIS.MASKS.REFINE.NET.ITERATIONS = 300
+    # Training batch size.
+    cfg.SYNTHESIS.MASKS.REFINE.NET.BATCH_SIZE = 16
+    # Adam learning rate (cosine schedule).
+    cfg.SYNTHESIS.MASKS.REFINE.NET.LR = 3e-3
+    # Most clean exemplars used for training (a seeded choice when there are more).
+    cfg.SYNTHESIS.MASKS.REFINE.NET.MAX_TRAIN = 2000
+
+    cfg.SYNTHESIS.POSE = CN()
+    # Pose pruning on/off (off: only empty, unreadable and low-quality exemplars are dropped).
+    cfg.SYNTHESIS.POSE.ENABLED = True
+    # Keep an exemplar when its mask area / the largest mask area of its product is above this
+    # (the paper: 0.45); thin side views fall below it.
+    cfg.SYNTHESIS.POSE.MIN_AREA_RATIO = 0.45
 
 
 def _add_synthesis_compose_config(cfg: CN) -> None:
