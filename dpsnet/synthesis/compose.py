@@ -1,0 +1,464 @@
+"""Checkout scenes composed from segmented exemplars (the paper's synthesis, plus shadows).
+
+One scene is a pure function of ``(seed, index)``, the parameters and the items: its level
+comes from the index (``placement.level_of_index``); categories and instance counts follow the
+level's ranges (RPC's scheme); each instance is an exemplar of its category, scaled and rotated
+at random, put where its box overlaps placed boxes by at most ``max_iou`` (relaxed step by step
+when nothing fits) and, while the limit is below 1, where it hides no earlier item beyond
+``max_occluded``. Items cast soft shadows on what lies beneath. An owner map records which item
+each pixel shows, so labels describe the *visible* part of every instance: its tight box, its
+area, its mask (COCO RLE) and its centre point; instances hidden beyond ``max_occluded`` lose
+their label. The finished scene gets sensor noise and photometric albumentations.
+
+Three generators are derived from ``(seed, index)``, one each for the plan (what goes in), the
+layout (where) and the look (background, light, noise, photometric), so that turning shadows off
+or changing the photometric list leaves the layout and the labels unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from dpsnet.synthesis.backgrounds import Backgrounds
+from dpsnet.synthesis.items import CutoutCache, Item
+from dpsnet.synthesis.placement import (
+    LEVEL_NAMES,
+    find_position,
+    level_of_index,
+    sample_instances,
+)
+from dpsnet.synthesis.rle import crop_to_rle
+
+logger = logging.getLogger(__name__)
+
+_PLAN, _LAYOUT, _LOOK = 1, 2, 3  # generator streams of a scene
+
+#: Stages timed per scene (``Scene.timings``), in pipeline order.
+STAGES = ("plan", "background", "cutout", "transform", "place", "shadow", "paste", "labels")
+STAGES += ("finish",)
+
+
+def _pair(v, key: str, lo=None) -> tuple[float, float]:
+    if len(v) != 2 or float(v[0]) > float(v[1]) or (lo is not None and float(v[0]) < lo):
+        raise ValueError(f"SYNTHESIS.COMPOSE.{key} must be [min, max] with min <= max, got {v}")
+    return float(v[0]), float(v[1])
+
+
+@dataclass(frozen=True)
+class ComposeParams:
+    """Scene parameters (``cfg.SYNTHESIS.COMPOSE``; see dpsnet/config.py for each key)."""
+
+    image_size: tuple[int, int] = (800, 800)
+    level_mix: tuple[float, ...] = (1.0, 1.0, 1.0)
+    categories: tuple = ((3, 4), (5, 7), (8, 10))
+    instances: tuple = ((3, 10), (10, 15), (15, 20))
+    scale_range: tuple[float, float] = (0.4, 0.7)
+    scale_unit: str = "image"
+    rotation_range: tuple[float, float] = (0.0, 360.0)
+    flip_prob: float = 0.0
+    max_iou: float = 0.5
+    iou_relax_step: float = 0.1
+    placement_attempts: int = 30
+    margin: float = 0.02
+    max_occluded: float = 0.5
+    guard_occlusion: bool = True
+    min_visible_pixels: int = 16
+    shadow: bool = True
+    shadow_strength: tuple[float, float] = (0.25, 0.5)
+    shadow_blur: float = 0.06
+    shadow_offset: float = 0.05
+    background_dir: str = ""
+    num_generated_backgrounds: int = 16
+    photometric: tuple[str, ...] = ()
+    noise_std: float = 2.0
+    cache_items: int = 1000
+
+    def __post_init__(self):
+        h, w = self.image_size
+        if h < 16 or w < 16:
+            raise ValueError(f"SYNTHESIS.COMPOSE.IMAGE_SIZE too small: {self.image_size}")
+        if len(self.level_mix) != 3 or len(self.categories) != 3 or len(self.instances) != 3:
+            raise ValueError(
+                "SYNTHESIS.COMPOSE.LEVEL_MIX, CATEGORIES and INSTANCES need one entry per level "
+                f"({', '.join(LEVEL_NAMES)})"
+            )
+        for name, c, n in zip(LEVEL_NAMES, self.categories, self.instances, strict=True):
+            _pair(c, "CATEGORIES", 1)
+            _pair(n, "INSTANCES", 1)
+            if c[0] > n[1]:
+                raise ValueError(
+                    f"SYNTHESIS.COMPOSE: level {name} asks for at least {c[0]} categories but at "
+                    f"most {n[1]} instances"
+                )
+        _pair(self.scale_range, "SCALE_RANGE", 1e-3)
+        _pair(self.rotation_range, "ROTATION_RANGE")
+        _pair(self.shadow_strength, "SHADOW.STRENGTH", 0.0)
+        if self.scale_unit not in ("image", "pixel"):
+            raise ValueError(
+                f"SYNTHESIS.COMPOSE.SCALE_UNIT must be image or pixel, not {self.scale_unit!r}"
+            )
+        if not 0 <= self.max_occluded <= 1 or not 0 <= self.max_iou <= 1:
+            raise ValueError("SYNTHESIS.COMPOSE.MAX_OCCLUDED and MAX_IOU must lie in [0, 1]")
+        if self.iou_relax_step <= 0:
+            raise ValueError("SYNTHESIS.COMPOSE.IOU_RELAX_STEP must be positive")
+        if not 0 <= self.margin < 0.5:
+            raise ValueError("SYNTHESIS.COMPOSE.MARGIN must lie in [0, 0.5)")
+
+    @classmethod
+    def from_config(cls, cfg) -> ComposeParams:
+        c = cfg.SYNTHESIS.COMPOSE
+        return cls(
+            image_size=tuple(int(v) for v in c.IMAGE_SIZE),
+            level_mix=tuple(float(v) for v in c.LEVEL_MIX),
+            categories=tuple(tuple(int(x) for x in v) for v in c.CATEGORIES),
+            instances=tuple(tuple(int(x) for x in v) for v in c.INSTANCES),
+            scale_range=tuple(float(v) for v in c.SCALE_RANGE),
+            scale_unit=c.SCALE_UNIT,
+            rotation_range=tuple(float(v) for v in c.ROTATION_RANGE),
+            flip_prob=float(c.FLIP_PROB),
+            max_iou=float(c.MAX_IOU),
+            iou_relax_step=float(c.IOU_RELAX_STEP),
+            placement_attempts=int(c.PLACEMENT_ATTEMPTS),
+            margin=float(c.MARGIN),
+            max_occluded=float(c.MAX_OCCLUDED),
+            guard_occlusion=bool(c.GUARD_OCCLUSION),
+            min_visible_pixels=int(c.MIN_VISIBLE_PIXELS),
+            shadow=bool(c.SHADOW.ENABLED),
+            shadow_strength=tuple(float(v) for v in c.SHADOW.STRENGTH),
+            shadow_blur=float(c.SHADOW.BLUR),
+            shadow_offset=float(c.SHADOW.OFFSET),
+            background_dir=c.BACKGROUND_DIR,
+            num_generated_backgrounds=int(c.NUM_GENERATED_BACKGROUNDS),
+            photometric=tuple(c.PHOTOMETRIC),
+            noise_std=float(c.NOISE_STD),
+            cache_items=int(c.CACHE_ITEMS),
+        )
+
+
+@dataclass
+class Scene:
+    """One composed scene.
+
+    Attributes:
+        image: BGR uint8 (H, W, 3).
+        level: "easy", "medium" or "hard".
+        annotations: one dict per labelled instance: ``category_id``, ``bbox`` [x, y, w, h] and
+            ``area`` of the visible part, ``segmentation`` (COCO RLE of the visible part),
+            ``point_xy`` (centre of the visible box), ``exemplar_id`` (image id of the item).
+        planned: instances drawn for the scene; placed: instances pasted; dropped: pasted ones
+            whose label was dropped (hidden beyond ``max_occluded`` or too small).
+        relaxed: placements that needed an IoU limit above ``max_iou``.
+        bad_items: image ids of exemplars that failed to load here (replaced by another).
+        owner: (H, W) int16 index of the pasted instance each pixel shows (-1: background).
+        timings: seconds per stage (``STAGES``).
+    """
+
+    image: np.ndarray
+    level: str
+    annotations: list
+    planned: int
+    placed: int
+    dropped: int
+    relaxed: int
+    bad_items: list = field(default_factory=list)
+    owner: np.ndarray | None = None
+    timings: dict = field(default_factory=dict)
+
+
+class SceneComposer:
+    """Composes scenes from checked items; build one per process.
+
+    Args:
+        items: checked items (``items.check_items``), any order.
+        params: scene parameters.
+        seed: ``SYNTHESIS.SEED``.
+    """
+
+    def __init__(self, items: list[Item], params: ComposeParams, seed: int = 0):
+        self.params, self.seed = params, int(seed)
+        if not items:
+            raise ValueError("no usable exemplar to compose scenes from")
+        by_cat = defaultdict(list)
+        for it in sorted(items, key=lambda i: i.image_id):
+            by_cat[it.category_id].append(it)
+        self.items_by_cat = dict(sorted(by_cat.items()))
+        self.category_ids = list(self.items_by_cat)
+        self.cache = CutoutCache(params.cache_items, self.max_scale)
+        self.backgrounds = Backgrounds(
+            params.image_size, self.seed, params.background_dir, params.num_generated_backgrounds
+        )
+        self.photometric = None
+        if params.photometric:
+            from dpsnet.data.augment import parse_albumentations
+
+            self.photometric = parse_albumentations(
+                list(params.photometric), key="SYNTHESIS.COMPOSE.PHOTOMETRIC"
+            )
+        h, w = params.image_size
+        bank = np.random.default_rng([self.seed, 0x5EED, 7])
+        noise = bank.standard_normal((h + 64, w + 64, 3), dtype=np.float32) * params.noise_std
+        self.noise = np.round(noise).astype(np.int16)  # added to the uint8 scene by cv2.add
+        self._bad: set[int] = set()
+
+    def unit(self, item: Item) -> float:
+        """Pixels of the scene per pixel of the item's photo at scale 1."""
+        if self.params.scale_unit == "pixel":
+            return 1.0
+        h, w = self.params.image_size
+        ph, pw = item.image_size
+        if not ph or not pw:
+            raise ValueError(f"item {item.image_id} has no image size: run check_items first")
+        return math.sqrt(h * w / (ph * pw))
+
+    def max_scale(self, item: Item) -> float:
+        return self.params.scale_range[1] * self.unit(item)
+
+    def _cutout(self, cat: int, pick: int, bad: list):
+        """Cut-out of item ``pick`` of ``cat``, or of the next one that loads."""
+        items = self.items_by_cat[cat]
+        for k in range(len(items)):
+            item = items[(pick + k) % len(items)]
+            if item.image_id in self._bad:
+                continue
+            try:
+                return item, self.cache.get(item)
+            except Exception as e:  # noqa: BLE001  (any unreadable file: skip it, name it)
+                self._bad.add(item.image_id)
+                bad.append(item.image_id)
+                logger.warning("Skipping exemplar %d (%s): %s", item.image_id, item.file_name, e)
+        return None, None
+
+    def compose(self, index: int, keep_owner: bool = False) -> Scene:
+        """Compose scene ``index`` (deterministic in ``(seed, index)``)."""
+        p = self.params
+        t = dict.fromkeys(STAGES, 0.0)
+        t0 = time.perf_counter()
+        H, W = p.image_size
+        rng_plan, rng_layout, rng_look = (
+            np.random.default_rng([self.seed, index, s]) for s in (_PLAN, _LAYOUT, _LOOK)
+        )
+        li = level_of_index(index, p.level_mix)
+        cats = sample_instances(rng_plan, self.category_ids, p.categories[li], p.instances[li])
+        n = len(cats)
+        picks = rng_plan.integers(0, 1 << 30, size=n)
+        scales = rng_plan.uniform(*p.scale_range, size=n)
+        angles = rng_plan.uniform(*p.rotation_range, size=n)
+        flips = rng_plan.random(n) < p.flip_prob
+        t1 = time.perf_counter()
+        t["plan"] = t1 - t0
+
+        canvas = self.backgrounds.draw(rng_look)
+        light = rng_look.uniform(0, 2 * np.pi)
+        strength = rng_look.uniform(*p.shadow_strength)
+        t2 = time.perf_counter()
+        t["background"] = t2 - t1
+
+        owner = np.full((H, W), -1, np.int16)
+        m = int(round(p.margin * min(H, W)))
+        bounds = (m, m, W - m, H - m)
+        boxes = np.zeros((0, 4), np.int64)
+        placed, vis, full = [], [], []
+        bad, relaxed = [], 0
+        keep = 1.0 - p.max_occluded
+        for k in range(n):
+            ta = time.perf_counter()
+            item, cut = self._cutout(cats[k], int(picks[k] % len(self.items_by_cat[cats[k]])), bad)
+            tb = time.perf_counter()
+            t["cutout"] += tb - ta
+            if item is None:
+                continue
+            sprite = _transform(cut, scales[k] * self.unit(item), angles[k], flips[k], bounds)
+            tc = time.perf_counter()
+            t["transform"] += tc - tb
+            if sprite is None:
+                continue
+            alpha = sprite[..., 3]
+            solid = alpha > 127
+            area = int(np.count_nonzero(solid))
+            if area == 0:
+                continue
+            sh, sw = solid.shape
+
+            guard = None
+            if p.guard_occlusion and vis:
+                guard = _occlusion_guard(owner, solid, np.asarray(vis), keep * np.asarray(full))
+            pos = find_position(
+                sw,
+                sh,
+                bounds,
+                boxes,
+                rng_layout,
+                max_iou_limit=p.max_iou,
+                relax_step=p.iou_relax_step,
+                attempts=p.placement_attempts,
+                accept=guard,
+            )
+            x, y = pos.x, pos.y
+            relaxed += pos.iou_limit > p.max_iou
+            td = time.perf_counter()
+            t["place"] += td - tc
+            if p.shadow and strength > 0:
+                size = max(sh, sw)
+                off = p.shadow_offset * size
+                dx, dy = int(round(off * np.cos(light))), int(round(off * np.sin(light)))
+                _cast_shadow(canvas, alpha, x + dx, y + dy, p.shadow_blur * size, strength)
+            te = time.perf_counter()
+            t["shadow"] += te - td
+            _paste(canvas, sprite, x, y)
+            region = owner[y : y + sh, x : x + sw]
+            if vis:
+                under = region[solid]
+                covered = np.bincount(under[under >= 0], minlength=len(vis))
+                vis = [int(v - c) for v, c in zip(vis, covered[: len(vis)], strict=True)]
+            region[solid] = len(placed)
+            vis.append(area)
+            full.append(area)
+            placed.append((item, x, y, sw, sh))
+            boxes = np.concatenate([boxes, [[x, y, x + sw, y + sh]]])
+            t["paste"] += time.perf_counter() - te
+
+        tf = time.perf_counter()
+        annotations, dropped = [], 0
+        for k, (item, x, y, sw, sh) in enumerate(placed):
+            if vis[k] < keep * full[k] or vis[k] < max(1, p.min_visible_pixels):
+                dropped += 1
+                continue
+            crop = owner[y : y + sh, x : x + sw] == k
+            bx, by, bw, bh = cv2.boundingRect(crop.view(np.uint8))
+            annotations.append(
+                {
+                    "category_id": item.category_id,
+                    "bbox": [x + bx, y + by, bw, bh],
+                    "area": int(vis[k]),
+                    "segmentation": crop_to_rle(crop, x, y, H, W),
+                    "point_xy": [x + bx + bw / 2, y + by + bh / 2],
+                    "exemplar_id": item.image_id,
+                }
+            )
+        tg = time.perf_counter()
+        t["labels"] = tg - tf
+        image = self._finish(canvas, rng_look)
+        t["finish"] = time.perf_counter() - tg
+        return Scene(
+            image=image,
+            level=LEVEL_NAMES[li],
+            annotations=annotations,
+            planned=n,
+            placed=len(placed),
+            dropped=dropped,
+            relaxed=int(relaxed),
+            bad_items=bad,
+            owner=owner if keep_owner else None,
+            timings=t,
+        )
+
+    def _finish(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        p = self.params
+        H, W = p.image_size
+        if p.noise_std > 0:
+            oy, ox = (int(v) for v in rng.integers(0, 65, size=2))
+            image = cv2.add(image, self.noise[oy : oy + H, ox : ox + W], dtype=cv2.CV_8U)
+        seed = int(rng.integers(0, 2**31 - 1))
+        if self.photometric is not None:
+            self.photometric.set_random_seed(seed)
+            rgb = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+            image = cv2.cvtColor(self.photometric(image=rgb)["image"], cv2.COLOR_RGB2BGR)
+        return image
+
+
+def _occlusion_guard(owner: np.ndarray, solid: np.ndarray, vis: np.ndarray, need: np.ndarray):
+    """``accept(x, y)``: pasting ``solid`` at (x, y) leaves every placed item that still has
+    ``need`` visible pixels with at least that many (items already below it do not count)."""
+    h, w = solid.shape
+    alive = vis >= need
+
+    def accept(x: int, y: int) -> bool:
+        under = owner[y : y + h, x : x + w][solid]
+        covered = np.bincount(under[under >= 0], minlength=len(vis))[: len(vis)]
+        return bool((vis - covered >= need)[alive].all())
+
+    return accept
+
+
+def _transform(cut, scale: float, angle: float, flip: bool, bounds) -> np.ndarray | None:
+    """Scale, mirror and rotate a cut-out; shrink it further if it would not fit ``bounds``.
+
+    Returns:
+        premultiplied BGRA uint8 sprite tight to its alpha, or None when nothing is left.
+    """
+    fh, fw = cut.full_size
+    tw, th = fw * scale, fh * scale
+    rad = math.radians(angle)
+    c, s = abs(math.cos(rad)), abs(math.sin(rad))
+    bw, bh = bounds[2] - bounds[0] - 3, bounds[3] - bounds[1] - 3
+    rw, rh = tw * c + th * s, tw * s + th * c
+    if rw > bw or rh > bh:
+        f = min(bw / rw, bh / rh)
+        tw, th = tw * f, th * f
+    tw, th = max(2, int(round(tw))), max(2, int(round(th)))
+    src = cut.bgra
+    shrink = tw < src.shape[1] and th < src.shape[0]
+    sprite = cv2.resize(src, (tw, th), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    if flip:
+        sprite = sprite[:, ::-1]
+    if angle % 360.0:
+        cw, ch = int(math.ceil(tw * c + th * s)) + 2, int(math.ceil(tw * s + th * c)) + 2
+        mat = cv2.getRotationMatrix2D((tw / 2, th / 2), float(angle), 1.0)
+        mat[0, 2] += cw / 2 - tw / 2
+        mat[1, 2] += ch / 2 - th / 2
+        sprite = cv2.warpAffine(
+            sprite, mat, (cw, ch), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+        )
+    x, y, w, h = cv2.boundingRect(sprite[..., 3])
+    if w == 0 or h == 0:
+        return None
+    return np.ascontiguousarray(sprite[y : y + h, x : x + w])
+
+
+def _paste(canvas: np.ndarray, sprite: np.ndarray, x: int, y: int) -> None:
+    """Blend a premultiplied BGRA sprite over uint8 ``canvas`` at top-left ``(x, y)``."""
+    h, w = sprite.shape[:2]
+    region = canvas[y : y + h, x : x + w]
+    b, g, r, a = cv2.split(sprite)
+    inv = cv2.bitwise_not(a)
+    under = cv2.multiply(region, cv2.merge([inv, inv, inv]), scale=1 / 255)
+    region[...] = cv2.add(under, cv2.merge([b, g, r]))
+
+
+def _cast_shadow(
+    canvas: np.ndarray, alpha: np.ndarray, x: int, y: int, sigma: float, strength: float
+) -> None:
+    """Darken ``canvas`` under a blurred copy of ``alpha`` whose top-left is at ``(x, y)``.
+
+    The blur runs on a copy reduced by about sigma / 2 (a soft shadow has no fine detail), so
+    its cost hardly grows with the item's size.
+    """
+    sigma = max(1.0, sigma)
+    d = max(1, int(sigma // 2))
+    h, w = alpha.shape
+    small = alpha
+    if d > 1:
+        small = cv2.resize(alpha, (max(1, w // d), max(1, h // d)), interpolation=cv2.INTER_AREA)
+    pad = int(math.ceil(2.5 * sigma / d)) + 1
+    small = cv2.copyMakeBorder(small, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    small = cv2.GaussianBlur(small.astype(np.float32), (0, 0), sigma / d)
+    # light that gets through, 0..255 (255: no shadow)
+    light = cv2.convertScaleAbs(small, alpha=-strength, beta=255.0)
+    if d > 1:
+        light = cv2.resize(light, (light.shape[1] * d, light.shape[0] * d))
+    sx, sy = x - pad * d, y - pad * d
+    H, W = canvas.shape[:2]
+    x0, y0 = max(sx, 0), max(sy, 0)
+    x1, y1 = min(sx + light.shape[1], W), min(sy + light.shape[0], H)
+    if x1 <= x0 or y1 <= y0:
+        return
+    gate = light[y0 - sy : y1 - sy, x0 - sx : x1 - sx]
+    region = canvas[y0:y1, x0:x1]
+    region[...] = cv2.multiply(region, cv2.merge([gate, gate, gate]), scale=1 / 255)
