@@ -7,6 +7,7 @@ from dpsnet import (
     data,  # noqa: F401  (registers datasets)
     evaluation,  # noqa: F401  (the RPC evaluator)
     modeling,  # noqa: F401  (registers backbone, heads, meta-archs)
+    recognition,  # noqa: F401  (registers the open-set meta-arch DPSNetOpenSet)
 )
 from dpsnet.config import add_dpsnet_config
 

@@ -1,0 +1,71 @@
+"""Triplet losses with a soft margin, softplus(d(a, p) - d(a, n)), over a K x P batch."""
+
+import torch
+import torch.nn.functional as F
+
+
+def pairwise_distances(embeddings: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Euclidean distances between all rows.
+
+    Args:
+        embeddings: (N, D).
+
+    Returns:
+        (N, N) distances; the square root is taken of max(d^2, eps) so its gradient stays finite
+        on the diagonal.
+    """
+    sq = (embeddings * embeddings).sum(1)
+    d2 = sq[:, None] + sq[None, :] - 2 * embeddings @ embeddings.T
+    return d2.clamp(min=eps).sqrt()
+
+
+def soft_margin(d_ap: torch.Tensor, d_an: torch.Tensor) -> torch.Tensor:
+    """The soft-margin triplet term softplus(d_ap - d_an), elementwise."""
+    return F.softplus(d_ap - d_an)
+
+
+def _masks(labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
+    return same & ~eye, ~same
+
+
+def batch_all_triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean soft-margin loss over every valid triplet (a, p, n) of the batch.
+
+    Args:
+        embeddings: (N, D).
+        labels: (N,) integer labels.
+
+    Returns:
+        Scalar; 0 (with a gradient path) when the batch has no valid triplet.
+    """
+    d = pairwise_distances(embeddings)
+    pos, neg = _masks(labels)
+    valid = pos[:, :, None] & neg[:, None, :]  # [a, p, n]
+    if not valid.any():
+        return embeddings.sum() * 0.0
+    losses = soft_margin(d[:, :, None], d[:, None, :])
+    return losses[valid].mean()
+
+
+def batch_hard_triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean over anchors of softplus(hardest positive distance - hardest negative distance).
+
+    Anchors without a positive or a negative in the batch are left out.
+
+    Args:
+        embeddings: (N, D).
+        labels: (N,) integer labels.
+
+    Returns:
+        Scalar; 0 (with a gradient path) when no anchor has both.
+    """
+    d = pairwise_distances(embeddings)
+    pos, neg = _masks(labels)
+    keep = pos.any(1) & neg.any(1)
+    if not keep.any():
+        return embeddings.sum() * 0.0
+    hardest_pos = d.masked_fill(~pos, float("-inf")).max(1).values
+    hardest_neg = d.masked_fill(~neg, float("inf")).min(1).values
+    return soft_margin(hardest_pos[keep], hardest_neg[keep]).mean()

@@ -1,0 +1,289 @@
+"""Training and evaluation of the recogniser, and gallery building from registered datasets.
+
+Product ids everywhere are the dataset's own category ids (RPC: 1..200), recovered from the
+metadata's ``thing_dataset_id_to_contiguous_id``; names come from ``thing_classes``.
+"""
+
+import json
+import logging
+import os
+import time
+
+import numpy as np
+import torch
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from dpsnet.recognition.crops import STORE_FACTOR, augment_crops, extract_crops, random_erase
+from dpsnet.recognition.embedder import ProductEmbedder, fingerprint, save_embedder
+from dpsnet.recognition.gallery import UNKNOWN, Gallery
+from dpsnet.recognition.losses import batch_all_triplet_loss, batch_hard_triplet_loss
+from dpsnet.recognition.sampler import PKBatchSampler
+from dpsnet.utils.io import atomic_path, atomic_write_json
+
+logger = logging.getLogger(__name__)
+
+
+def product_catalog(dataset_name: str) -> tuple[dict[int, int], dict[int, str]]:
+    """Contiguous class id -> product id, and product id -> name, from a dataset's metadata."""
+    meta = MetadataCatalog.get(dataset_name)
+    classes = list(meta.get("thing_classes", []))
+    mapping = meta.get("thing_dataset_id_to_contiguous_id", None)
+    if mapping:
+        to_product = {int(c): int(d) for d, c in mapping.items()}
+    else:
+        to_product = {i: i for i in range(len(classes))}
+    names = {to_product[i]: name for i, name in enumerate(classes) if i in to_product}
+    return to_product, names
+
+
+def load_crops(
+    dataset_names, size: int, padding: float, factor: float = 1.0, products=None
+) -> tuple[torch.Tensor, np.ndarray, dict[int, str]]:
+    """Crops of every box of the named datasets, labelled with product ids.
+
+    Args:
+        products: keep only these product ids (None: all).
+
+    Returns:
+        crops (N, 3, S, S) uint8 RGB, product ids (N,), and product id -> name.
+    """
+    all_crops, all_ids, all_names = [], [], {}
+    for name in dataset_names:
+        to_product, names = product_catalog(name)
+        all_names.update(names)
+        wanted = None
+        if products is not None:
+            wanted = {c for c, p in to_product.items() if p in set(products)}
+        crops, labels, _ = extract_crops(
+            DatasetCatalog.get(name), size, padding, factor, wanted, desc=name
+        )
+        all_crops.append(crops)
+        all_ids.append(np.asarray([to_product.get(int(c), int(c)) for c in labels], np.int64))
+    return torch.cat(all_crops), np.concatenate(all_ids), all_names
+
+
+def split_products(products, holdout_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Split product ids into (known, held out); the held-out share is rounded, seeded."""
+    products = sorted(int(p) for p in products)
+    n_out = int(round(holdout_fraction * len(products)))
+    rng = np.random.default_rng(seed)
+    held = sorted(int(p) for p in rng.choice(products, n_out, replace=False)) if n_out else []
+    return [p for p in products if p not in set(held)], held
+
+
+def build_gallery(
+    model: ProductEmbedder,
+    crops: torch.Tensor,
+    product_ids: np.ndarray,
+    names: dict[int, str],
+    meta: dict | None = None,
+    backend: str = "torch",
+) -> Gallery:
+    """A gallery of the embeddings of exemplar crops."""
+    emb = model.embed(crops).numpy()
+    gallery_meta = {"embedder": {"arch": model.arch, "fingerprint": fingerprint(model)}}
+    gallery_meta["embedder"].update(meta or {})
+    present = {int(p) for p in np.unique(product_ids)}
+    return Gallery(
+        emb,
+        product_ids,
+        {p: n for p, n in names.items() if p in present},
+        meta=gallery_meta,
+        backend=backend,
+    )
+
+
+def classification_metrics(true: np.ndarray, pred: np.ndarray) -> dict:
+    """Top-1 accuracy and macro-F1 over the true classes (an ``UNKNOWN`` answer is wrong)."""
+    true, pred = np.asarray(true), np.asarray(pred)
+    if len(true) == 0:
+        return {"top1": float("nan"), "macro_f1": float("nan"), "n": 0}
+    f1s = []
+    for c in np.unique(true):
+        tp = np.sum((pred == c) & (true == c))
+        fp = np.sum((pred == c) & (true != c))
+        fn = np.sum((pred != c) & (true == c))
+        f1s.append(2 * tp / max(2 * tp + fp + fn, 1))
+    return {
+        "top1": float(np.mean(true == pred)),
+        "macro_f1": float(np.mean(f1s)),
+        "unknown_rate": float(np.mean(pred == UNKNOWN)),
+        "n": int(len(true)),
+    }
+
+
+def calibrate_unknown_distance(
+    known_dist: np.ndarray, known_correct: np.ndarray, quantile: float = 0.98
+) -> float:
+    """The distance below which ``quantile`` of the correctly named known crops fall."""
+    d = known_dist[known_correct]
+    return float(np.quantile(d, quantile)) if len(d) else float("inf")
+
+
+def evaluate_holdout(
+    model: ProductEmbedder,
+    gallery_crops: torch.Tensor,
+    gallery_ids: np.ndarray,
+    names: dict[int, str],
+    val_crops: torch.Tensor,
+    val_ids: np.ndarray,
+    held_out: list[int],
+    meta: dict | None = None,
+) -> tuple[dict, Gallery]:
+    """The recogniser's validation figures, with held-out products added through the gallery.
+
+    The gallery first holds the known products' exemplars; the held-out products are then added
+    one by one with :meth:`Gallery.add_product` (as ``tools/add_product.py`` does). Before
+    adding them, their crops measure the open-set behaviour (how often they are called
+    "unknown" at the calibrated threshold).
+
+    Returns:
+        metrics (overall / known / added top-1 and macro-F1, unknown distance, open-set rates)
+        and the final gallery, whose unknown distance is the calibrated one.
+    """
+    held = set(held_out)
+    is_held_g = np.isin(gallery_ids, list(held))
+    gallery = build_gallery(model, gallery_crops[~is_held_g], gallery_ids[~is_held_g], names, meta)
+    val_emb = model.embed(val_crops).numpy()
+    is_held_v = np.isin(val_ids, list(held))
+    metrics: dict = {"products_known": len(gallery.products), "products_added": len(held)}
+    pred_before, dist_before = gallery.classify(val_emb, float("inf"))
+    threshold = calibrate_unknown_distance(
+        dist_before[~is_held_v], pred_before[~is_held_v] == val_ids[~is_held_v]
+    )
+    if held:
+        open_pred, _ = gallery.classify(val_emb[is_held_v], threshold)
+        metrics["held_out_called_unknown_before_adding"] = float(np.mean(open_pred == UNKNOWN))
+        known_pred, _ = gallery.classify(val_emb[~is_held_v], threshold)
+        metrics["known_called_unknown_at_threshold"] = float(np.mean(known_pred == UNKNOWN))
+        for pid in sorted(held):
+            rows = gallery_ids == pid
+            if rows.any():
+                gallery.add_product(pid, names.get(pid, str(pid)), model.embed(gallery_crops[rows]))
+    gallery.unknown_distance = threshold
+    pred, _ = gallery.classify(val_emb, float("inf"))
+    metrics["all"] = classification_metrics(val_ids, pred)
+    metrics["known"] = classification_metrics(val_ids[~is_held_v], pred[~is_held_v])
+    metrics["added"] = classification_metrics(val_ids[is_held_v], pred[is_held_v])
+    metrics["unknown_distance"] = threshold
+    pred_t, _ = gallery.classify(val_emb)
+    metrics["all_with_threshold"] = classification_metrics(val_ids, pred_t)
+    return metrics, gallery
+
+
+def train_recognizer(cfg, output_dir: str, resume: bool = False) -> dict:
+    """Train the embedder on K x P batches of exemplar crops; evaluate; write results.
+
+    Writes ``model_final.pth`` (embedder + crop settings + product split), ``gallery.npz``
+    (all training products, held-out ones added through the gallery, calibrated unknown
+    distance), ``metrics.json``, and ``last_checkpoint.pth`` every CHECKPOINT_PERIOD epochs
+    (``resume=True`` continues from it).
+
+    Returns:
+        The metrics written to ``metrics.json``.
+    """
+    r, t = cfg.RECOGNITION, cfg.RECOGNITION.TRAIN
+    os.makedirs(output_dir, exist_ok=True)
+    size, padding = r.CROP.SIZE, r.CROP.PADDING
+    stored, ids, names = load_crops(t.DATASETS, int(round(size * STORE_FACTOR)), padding)
+    stored, ids = _limit_per_product(stored, ids, t.MAX_CROPS_PER_PRODUCT, t.SEED)
+    known, held_out = split_products(np.unique(ids), t.HOLDOUT_FRACTION, t.SEED)
+    train_rows = np.flatnonzero(np.isin(ids, known))
+    logger.info(
+        "Recogniser: %d crops of %d products for training, %d products held out: %s",
+        len(train_rows),
+        len(known),
+        len(held_out),
+        held_out,
+    )
+    torch.manual_seed(t.SEED)  # the initial weights
+    model = ProductEmbedder(cfg)
+    optimizer = torch.optim.Adam(model.parameters(), lr=t.BASE_LR)
+    sampler = PKBatchSampler(ids[train_rows], t.P, t.K, seed=t.SEED)
+    start_epoch, history = 0, []
+    ckpt_path = os.path.join(output_dir, "last_checkpoint.pth")
+    if resume and os.path.isfile(ckpt_path):
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, history = state["epoch"], state["history"]
+        logger.info("Resumed from %s at epoch %d", ckpt_path, start_epoch)
+    for epoch in range(start_epoch, t.EPOCHS):
+        gen = torch.Generator().manual_seed(t.SEED * 100003 + epoch)
+        torch.manual_seed(t.SEED * 100003 + epoch)
+        lr = t.BASE_LR * (t.LR_DROP_FACTOR if 0 < t.LR_DROP_EPOCH <= epoch else 1.0)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        mode = "all" if epoch < t.ALL_TRIPLET_EPOCHS else "hard"
+        loss_fn = batch_all_triplet_loss if mode == "all" else batch_hard_triplet_loss
+        model.train()
+        sampler.set_epoch(epoch)
+        losses, tic = [], time.perf_counter()
+        for batch in sampler:
+            rows = train_rows[batch]
+            x = augment_crops(stored[rows].float() / 255.0, size, gen, rotate=t.ROTATE)
+            x = random_erase(x, t.ERASE_PROB, gen)
+            loss = loss_fn(model(x), torch.from_numpy(ids[rows]))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "mode": mode})
+        logger.info(
+            "epoch %d/%d  %s-triplet loss %.4f  lr %.0e  (%.1f s)",
+            epoch + 1,
+            t.EPOCHS,
+            mode,
+            history[-1]["loss"],
+            lr,
+            time.perf_counter() - tic,
+        )
+        if (epoch + 1) % t.CHECKPOINT_PERIOD == 0 or epoch + 1 == t.EPOCHS:
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch + 1,
+                "history": history,
+            }
+            with atomic_path(ckpt_path) as tmp:
+                torch.save(state, tmp)
+    crop_meta = {"crop_size": size, "padding": padding}
+    save_embedder(
+        model,
+        os.path.join(output_dir, "model_final.pth"),
+        {**crop_meta, "known_products": known, "held_out_products": held_out},
+    )
+    gallery_crops, gallery_ids, _ = load_crops(t.DATASETS, size, padding)
+    val_crops, val_ids, val_names = load_crops(t.VAL_DATASETS, size, padding)
+    names.update(val_names)
+    metrics, gallery = evaluate_holdout(
+        model, gallery_crops, gallery_ids, names, val_crops, val_ids, held_out, crop_meta
+    )
+    metrics.update(
+        {
+            "train_datasets": list(t.DATASETS),
+            "val_datasets": list(t.VAL_DATASETS),
+            "held_out_products": held_out,
+            "history": history,
+        }
+    )
+    gallery.save(os.path.join(output_dir, "gallery.npz"))
+    atomic_write_json(os.path.join(output_dir, "metrics.json"), metrics, indent=2)
+    logger.info(
+        "Recogniser validation: %s", json.dumps({k: metrics[k] for k in ("known", "added")})
+    )
+    return metrics
+
+
+def _limit_per_product(crops, ids, max_per_product: int, seed: int):
+    if max_per_product <= 0:
+        return crops, ids
+    rng = np.random.default_rng(seed)
+    keep = []
+    for pid in np.unique(ids):
+        rows = np.flatnonzero(ids == pid)
+        if len(rows) > max_per_product:
+            rows = np.sort(rng.choice(rows, max_per_product, replace=False))
+        keep.append(rows)
+    keep = np.concatenate(keep)
+    return crops[keep], ids[keep]
