@@ -1,10 +1,17 @@
 """Exemplar masks: coarse masks, quality score, refinement."""
 
+import json
+import logging
+import runpy
+import shutil
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
+from dpsnet.engine import load_config
 from dpsnet.synthesis.coarse import (
     CoarseParams,
     box_extent,
@@ -13,6 +20,8 @@ from dpsnet.synthesis.coarse import (
     fill_holes,
     mask_quality,
 )
+from dpsnet.synthesis.extract import extract_masks_from_config, load_exemplars
+from dpsnet.synthesis.masks import MaskSettings
 from dpsnet.synthesis.refine import (
     MattingParams,
     NetParams,
@@ -23,6 +32,7 @@ from dpsnet.synthesis.refine import (
     predict_refiner,
     train_refiner,
 )
+from dpsnet.utils.io import BadInputError
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -159,3 +169,188 @@ def test_refiner_network_trains_and_maps_back_to_the_box():
     assert net_output_to_box(prob[0], extent, window).shape == t.shape
     with pytest.raises(ValueError, match="no clean coarse masks"):
         train_refiner(np.zeros((0, 4, 32, 32), np.float32), np.zeros((0, 32, 32)), params)
+
+
+# ---------------------------------------------------------------------------------------------
+# The extraction stage on the tiny fixture world.
+
+
+def extract(world, out, *opts, workers=1, **kw):
+    cfg = load_config(None, list(opts))
+    return extract_masks_from_config(cfg, out, dataset=world.names["train"], workers=workers, **kw)
+
+
+def mask_files(out) -> dict:
+    return {p.name: p.read_bytes() for p in sorted((Path(out) / "masks").glob("*.png"))}
+
+
+@pytest.fixture(scope="module")
+def extracted(mini_world, tmp_path_factory):
+    out = tmp_path_factory.mktemp("masks")
+    paths = mini_world.paths
+    result = extract(
+        mini_world,
+        out,
+        truth_dir=paths["true_masks"],
+        planted_bad_poses=paths["planted_bad_poses"],
+    )
+    return out, result
+
+
+def test_index_follows_the_synthesis_interface(extracted, mini_world):
+    out, result = extracted
+    index = json.loads((out / "index.json").read_text())
+    assert index == result["index"]
+    data = json.loads(mini_world.paths["train_json"].read_text())
+    assert index["version"] == 1 and index["dataset"] == mini_world.names["train"]
+    assert index["categories"] == data["categories"]
+    assert len(index["items"]) == len(data["images"])
+    assert [it["image_id"] for it in index["items"]] == sorted(i["id"] for i in data["images"])
+    for it in index["items"]:
+        assert Path(it["file_name"]).is_absolute() and Path(it["file_name"]).is_file()
+        assert it["kept"] == (it["drop_reason"] == "")
+        assert it["drop_reason"] in ("", "pose", "quality")
+        assert 0.0 <= it["quality"] <= 1.0 and 0.0 <= it["coarse_quality"] <= 1.0
+        x0, y0, x1, y1 = it["extent"]
+        assert (x0, y0, x1, y1) == box_extent(it["bbox"], 128, 128)
+        mask = cv2.imread(str(out / it["mask"]), cv2.IMREAD_UNCHANGED)
+        assert it["mask"] == f"masks/{it['image_id']}.png"
+        assert mask.shape == (y1 - y0, x1 - x0) and mask.dtype == np.uint8
+        assert set(np.unique(mask)) <= {0, 255}
+        assert it["area"] == int((mask > 0).sum())
+
+
+def test_reports_are_computed_correctly(extracted, mini_world):
+    out, result = extracted
+    items = result["index"]["items"]
+    truth_dir = mini_world.paths["true_masks"]
+    ious = {"coarse": [], "refined": []}
+    for it in items:
+        truth = cv2.imread(str(truth_dir / (Path(it["file_name"]).stem + ".png")), 0) > 127
+        for name, field in (("coarse", "coarse_mask"), ("refined", "mask")):
+            full = np.zeros_like(truth)
+            x0, y0, x1, y1 = it["extent"]
+            full[y0:y1, x0:x1] = cv2.imread(str(out / it[field]), 0) > 127
+            ious[name].append(iou(full, truth))
+    report = json.loads((out / "mask_report.json").read_text())["truth"]
+    assert report["all"]["n"] == len(items) and report["missing_truth"] == 0
+    for name in ("coarse", "refined"):
+        assert report["all"][f"mean_iou_{name}"] == pytest.approx(np.mean(ious[name]), abs=1e-3)
+    kept = [i for i, it in enumerate(items) if it["kept"]]
+    want = np.mean([ious["refined"][i] for i in kept])
+    assert report["kept"]["mean_iou_refined"] == pytest.approx(want, abs=1e-3)
+    # The method works on the fixture world too (a regression would show here).
+    assert report["all"]["mean_iou_refined"] >= 0.85
+
+    bad = set(json.loads(mini_world.paths["planted_bad_poses"].read_text())["bad_image_ids"])
+    dropped = {it["image_id"] for it in items if it["drop_reason"] == "pose"}
+    planted = json.loads((out / "pose_report.json").read_text())["planted_bad_poses"]
+    assert planted["pose_drops"]["precision"] == pytest.approx(len(dropped & bad) / len(dropped))
+    assert planted["pose_drops"]["recall"] == pytest.approx(len(dropped & bad) / len(bad))
+    assert planted["pose_drops"]["recall"] >= 0.8 and planted["pose_drops"]["precision"] >= 0.8
+    products = json.loads((out / "pose_report.json").read_text())["products"]
+    assert sum(p["kept"] for p in products) == sum(it["kept"] for it in items)
+
+
+def test_reruns_reuse_the_cache(mini_world, tmp_path):
+    first = extract(mini_world, tmp_path)
+    n = len(first["index"]["items"])
+    assert first["mask_report"]["run"]["computed"] == n
+    before = mask_files(tmp_path)
+    stamps = {p: p.stat().st_mtime_ns for p in (tmp_path / "masks").iterdir()}
+    again = extract(mini_world, tmp_path)
+    assert (again["mask_report"]["run"]["computed"], again["mask_report"]["run"]["reused"]) == (
+        0,
+        n,
+    )
+    assert again["index"]["items"] == first["index"]["items"]
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "masks").iterdir()} == stamps
+    # Decisions are re-made without recomputing masks.
+    strict = extract(mini_world, tmp_path, "SYNTHESIS.MASKS.MIN_QUALITY", "1.01")
+    assert strict["mask_report"]["run"]["computed"] == 0
+    assert all(it["drop_reason"] == "quality" for it in strict["index"]["items"])
+    # A mask setting changes the keys: everything is computed again.
+    other = extract(mini_world, tmp_path, "SYNTHESIS.MASKS.REFINE.METHOD", "none")
+    assert other["mask_report"]["run"]["computed"] == n
+    # A run killed half-way: the journal's records are reused, the rest computed.
+    back = extract(mini_world, tmp_path)
+    assert mask_files(tmp_path) == before
+    (tmp_path / "index.json").unlink()
+    lines = [json.dumps(it) for it in back["index"]["items"][: n // 2]]
+    (tmp_path / ".journal.jsonl").write_text("\n".join(lines) + '\n{"image_id": 1, "cut')
+    resumed = extract(mini_world, tmp_path)
+    assert resumed["mask_report"]["run"]["reused"] == n // 2
+    assert resumed["index"]["items"] == back["index"]["items"]
+    assert not (tmp_path / ".journal.jsonl").exists()
+
+
+def test_corrupt_and_empty_exemplars_are_skipped_with_a_warning(mini_world, tmp_path, caplog):
+    root = tmp_path / "images"
+    shutil.copytree(mini_world.paths["train_images"], root)
+    data = json.loads(mini_world.paths["train_json"].read_text())
+    corrupt, flat, missing = (data["images"][i]["file_name"] for i in (0, 3, 5))
+    (root / corrupt).write_bytes(b"\xff\xd8 this is not a jpeg")
+    cv2.imwrite(str(root / flat), np.full((128, 128, 3), 200, np.uint8))
+    (root / missing).unlink()
+    with caplog.at_level(logging.WARNING, logger="dpsnet"):
+        cfg = load_config(None, [])
+        result = extract_masks_from_config(
+            cfg, tmp_path / "out", json_file=mini_world.paths["train_json"], image_root=root
+        )
+    by_name = {Path(it["file_name"]).name: it for it in result["index"]["items"]}
+    assert by_name[corrupt]["drop_reason"] == "unreadable"
+    assert by_name[missing]["drop_reason"] == "unreadable"
+    assert by_name[flat]["drop_reason"] == "empty"
+    assert not any(by_name[f]["kept"] for f in (corrupt, flat, missing))
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    for name in (corrupt, flat, missing):
+        assert any(name in w for w in warned), (name, warned)
+    others = [it for n, it in by_name.items() if n not in (corrupt, flat, missing)]
+    assert all(it["drop_reason"] in ("", "pose", "quality") for it in others)
+    assert sum(it["kept"] for it in others) >= len(others) // 2
+
+
+@pytest.mark.slow
+def test_workers_give_the_same_masks(mini_world, extracted, tmp_path):
+    out, result = extracted
+    two = extract(mini_world, tmp_path, workers=2)
+    assert mask_files(tmp_path) == mask_files(out)
+    assert two["index"]["items"] == result["index"]["items"]
+
+
+@pytest.mark.slow
+def test_net_refinement_trains_once_and_is_cached(mini_world, tmp_path):
+    opts = ["SYNTHESIS.MASKS.REFINE.METHOD", "net", "SYNTHESIS.MASKS.REFINE.NET.ITERATIONS", "5"]
+    opts += ["SYNTHESIS.MASKS.REFINE.NET.INPUT_SIZE", "32", "SYNTHESIS.MASKS.REFINE.NET.WIDTH", "4"]
+    first = extract(mini_world, tmp_path, *opts, "SYNTHESIS.MASKS.REFINE.NET.MIN_QUALITY", "0.0")
+    nets = list((tmp_path / "refiner").glob("*.pt"))
+    assert len(nets) == 1
+    items = first["index"]["items"]
+    assert all((tmp_path / it["mask"]).is_file() for it in items if it["area"])
+    again = extract(mini_world, tmp_path, *opts, "SYNTHESIS.MASKS.REFINE.NET.MIN_QUALITY", "0.0")
+    assert again["mask_report"]["run"]["computed"] == 0
+    assert again["index"]["items"] == items
+
+
+def test_tool(mini_world, tmp_path):
+    main = runpy.run_path(str(Path(__file__).parents[2] / "tools" / "extract_masks.py"))["main"]
+    out = tmp_path / "out"
+    args = ["--dataset", mini_world.names["train"], "--output", str(out), "--workers", "1"]
+    assert main(args + ["SYNTHESIS.POSE.MIN_AREA_RATIO", "0.0"]) == 0
+    index = json.loads((out / "index.json").read_text())
+    assert not any(it["drop_reason"] == "pose" for it in index["items"])
+    assert (out / "pose_report.json").is_file() and (out / "mask_report.json").is_file()
+    assert main(["--dataset", "no_such_dataset", "--output", str(out)]) == 2
+    assert main(args + ["SYNTHESIS.MASKS.NO_SUCH_KEY", "1"]) == 2
+    assert main(args + ["--truth-dir", str(tmp_path / "nowhere")]) == 2
+    with pytest.raises(SystemExit):
+        main(["--json", "x.json", "--output", str(out)])  # no --image-root
+
+
+def test_bad_settings_and_sources():
+    with pytest.raises(ValueError, match="unknown refinement"):
+        MaskSettings(refine="magic")
+    with pytest.raises(BadInputError, match="not registered"):
+        load_exemplars("no_such_dataset")
+    with pytest.raises(BadInputError, match="JSON file and an image root"):
+        load_exemplars()
