@@ -156,6 +156,9 @@ class Scene:
             whose label was dropped (hidden beyond ``max_occluded`` or too small).
         relaxed: placements that needed an IoU limit above ``max_iou``.
         bad_items: image ids of exemplars that failed to load here (replaced by another).
+        instances: every pasted instance in paste order: ``category_id``, ``exemplar_id``,
+            ``sprite_box`` [x, y, w, h] of the whole sprite, ``visible`` (share of its pixels
+            left visible), ``labelled``.
         owner: (H, W) int16 index of the pasted instance each pixel shows (-1: background).
         timings: seconds per stage (``STAGES``).
     """
@@ -168,6 +171,7 @@ class Scene:
     dropped: int
     relaxed: int
     bad_items: list = field(default_factory=list)
+    instances: list = field(default_factory=list)
     owner: np.ndarray | None = None
     timings: dict = field(default_factory=dict)
 
@@ -326,8 +330,19 @@ class SceneComposer:
 
         tf = time.perf_counter()
         annotations, dropped = [], 0
+        instances = []
         for k, (item, x, y, sw, sh) in enumerate(placed):
-            if vis[k] < keep * full[k] or vis[k] < max(1, p.min_visible_pixels):
+            labelled = vis[k] >= keep * full[k] and vis[k] >= max(1, p.min_visible_pixels)
+            instances.append(
+                {
+                    "category_id": item.category_id,
+                    "exemplar_id": item.image_id,
+                    "sprite_box": [x, y, sw, sh],
+                    "visible": vis[k] / full[k],
+                    "labelled": bool(labelled),
+                }
+            )
+            if not labelled:
                 dropped += 1
                 continue
             crop = owner[y : y + sh, x : x + sw] == k
@@ -355,6 +370,7 @@ class SceneComposer:
             dropped=dropped,
             relaxed=int(relaxed),
             bad_items=bad,
+            instances=instances,
             owner=owner if keep_owner else None,
             timings=t,
         )

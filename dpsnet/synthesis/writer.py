@@ -317,7 +317,10 @@ def synthesize(
         }
         if done == set(range(num_shards)):
             logger.info("All %d shards are in %s: merging", num_shards, out)
-            report["json_file"] = str(merge_shards(out, register=False))
+            try:
+                report["json_file"] = str(merge_shards(out, register=False))
+            except BadInputError as e:
+                logger.warning("Shards not merged: %s", e)
     if register and "json_file" in report:
         report["dataset"] = register_synthesized(dataset_name(cfg, out), out)
     return report
