@@ -212,11 +212,11 @@ def _add_synthesis_compose_config(cfg: CN) -> None:
     # Draw them.
     cfg.SYNTHESIS.COMPOSE.SHADOW.ENABLED = True
     # Darkening at the shadow's core, drawn uniformly in [min, max] once per scene.
-    cfg.SYNTHESIS.COMPOSE.SHADOW.STRENGTH = [0.25, 0.5]
+    cfg.SYNTHESIS.COMPOSE.SHADOW.STRENGTH = [0.3, 0.55]
     # Blur (Gaussian sigma) as a fraction of the item's longer side.
     cfg.SYNTHESIS.COMPOSE.SHADOW.BLUR = 0.06
     # Shift away from the scene's light, as a fraction of the item's longer side.
-    cfg.SYNTHESIS.COMPOSE.SHADOW.OFFSET = 0.05
+    cfg.SYNTHESIS.COMPOSE.SHADOW.OFFSET = 0.08
     # Folder of empty-tray photos used as backgrounds (cropped to IMAGE_SIZE's aspect, resized,
     # flipped); "" = generated trays.
     cfg.SYNTHESIS.COMPOSE.BACKGROUND_DIR = ""

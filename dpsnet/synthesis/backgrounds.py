@@ -2,8 +2,9 @@
 
 A folder's photos are cropped at random to the scene's aspect ratio, resized and mirrored per
 scene. Without a folder, a bank of plain trays (a base colour, a soft light gradient, mottling
-and grain; some with a darker rim) is drawn once from the seed and varied per scene by mirroring
-and a small tint. Either way a background depends only on the seed and the scene's generator.
+and grain; some with a darker rim) is drawn from the seed (each tray the first time a scene
+picks it) and mirrored per scene; the photometric step varies colours. Either way a background
+depends only on the seed and the scene's generator.
 """
 
 from __future__ import annotations
@@ -67,8 +68,10 @@ def generate_tray(height: int, width: int, rng: np.random.Generator) -> np.ndarr
         e = max(1, int(min(sh, sw) * rng.uniform(0.015, 0.04)))
         gain[:e], gain[-e:], gain[:, :e], gain[:, -e:] = 0.7, 0.7, 0.7, 0.7
     gain = cv2.resize(gain, (width, height), interpolation=cv2.INTER_LINEAR)
-    grain = cv2.GaussianBlur(rng.standard_normal((height, width), dtype=np.float32), (0, 0), 0.7)
-    tray = gain[..., None] * col[None, None, :] + (2.5 * grain)[..., None]
+    # fine texture, drawn at half size (scenes get their own sensor noise on top)
+    grain = rng.standard_normal((max(1, height // 2), max(1, width // 2)), dtype=np.float32)
+    gain += cv2.resize(grain * 0.012, (width, height), interpolation=cv2.INTER_LINEAR)
+    tray = gain[..., None] * col[None, None, :]
     return cv2.convertScaleAbs(tray)
 
 
@@ -86,10 +89,9 @@ class Backgrounds:
     def __init__(self, size, seed: int, folder: str = "", num_generated: int = 16, cache: int = 16):
         self.size = (int(size[0]), int(size[1]))
         self.files = list_backgrounds(folder) if folder else []
-        self.bank = []
-        if not self.files:
-            rng = np.random.default_rng([int(seed), 0xBA6])
-            self.bank = [generate_tray(*self.size, rng) for _ in range(max(1, num_generated))]
+        self.seed = int(seed)
+        # generated trays, each drawn from its own seed the first time a scene picks it
+        self.bank: list[np.ndarray | None] = [] if self.files else [None] * max(1, num_generated)
         self._cache: OrderedDict[int, np.ndarray] = OrderedDict()
         self._capacity = max(1, cache)
 
@@ -130,16 +132,16 @@ class Backgrounds:
             )
             flips = rng.random(2) < 0.5
         else:
-            bg = self.bank[int(rng.integers(len(self.bank)))]
-            flips = rng.random(3) < 0.5
-            if flips[2] and H == W:
-                bg = cv2.transpose(bg)
+            k = int(rng.integers(len(self.bank)))
+            if self.bank[k] is None:
+                self.bank[k] = generate_tray(
+                    *self.size, np.random.default_rng([self.seed, 0xBA6, k])
+                )
+            bg = self.bank[k]
+            flips = rng.random(2) < 0.5
+        # mirrored copies vary a background at no cost (the photometric step varies its colour)
         if flips[0] and flips[1]:
-            bg = cv2.flip(bg, -1)
-        elif flips[0] or flips[1]:
-            bg = cv2.flip(bg, 0 if flips[0] else 1)
-        if not self.files:  # vary the generated bank's colour a little (a LUT: cheap)
-            tint = rng.uniform(0.93, 1.07, size=3) * rng.uniform(0.9, 1.1)
-            levels = np.arange(256, dtype=np.float64)[:, None] * tint[None, :]
-            bg = cv2.LUT(bg, np.clip(levels + 0.5, 0, 255).astype(np.uint8)[:, None, :])
-        return bg  # resize and LUT made a new array: the bank and the cache stay untouched
+            return cv2.flip(bg, -1)
+        if flips[0] or flips[1]:
+            return cv2.flip(bg, 0 if flips[0] else 1)
+        return bg.copy()

@@ -71,9 +71,9 @@ class ComposeParams:
     guard_occlusion: bool = True
     min_visible_pixels: int = 16
     shadow: bool = True
-    shadow_strength: tuple[float, float] = (0.25, 0.5)
+    shadow_strength: tuple[float, float] = (0.3, 0.55)
     shadow_blur: float = 0.06
-    shadow_offset: float = 0.05
+    shadow_offset: float = 0.08
     background_dir: str = ""
     num_generated_backgrounds: int = 16
     photometric: tuple[str, ...] = ()
