@@ -21,7 +21,13 @@ from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 from detectron2.modeling.backbone.resnet import build_resnet_backbone
 from torch import nn
 
-__all__ = ["COUNT_FEATURE", "CountingPyramid", "DPSNetFPN", "build_dpsnet_resnet_fpn_backbone"]
+__all__ = [
+    "COUNT_FEATURE",
+    "CountingPyramid",
+    "DPSNetFPN",
+    "build_dpsnet_resnet_fpn_backbone",
+    "max_pool",
+]
 
 # Name of the counting pyramid's output among the backbone's features.
 COUNT_FEATURE = "count"
@@ -88,11 +94,25 @@ class CountingPyramid(nn.Module):
         for name in self._finer:
             x = features[name]
             k = x.shape[-1] // size[-1] if x.shape[-1] >= size[-1] else 1
-            x = F.max_pool2d(x, kernel_size=k, stride=k, ceil_mode=True) if k > 1 else x
+            x = max_pool(x, k) if k > 1 else x
             if x.shape[-2:] != size:  # sizes not divisible by the stride ratio
                 x = F.interpolate(x, size=size, mode="nearest")
             out = out + self._lateral(name)(x)
         return out
+
+
+def max_pool(x: torch.Tensor, k: int) -> torch.Tensor:
+    """``F.max_pool2d(x, k, k, ceil_mode=True)``; as a max of k * k strided slices when the size
+    divides by k (always, for padded batches): several times faster on CPU, same values."""
+    h, w = x.shape[-2:]
+    if h % k or w % k:
+        return F.max_pool2d(x, kernel_size=k, stride=k, ceil_mode=True)
+    out = x[..., ::k, ::k]
+    for i in range(k):
+        for j in range(k):
+            if i or j:
+                out = torch.maximum(out, x[..., i::k, j::k])
+    return out
 
 
 class DPSNetFPN(FPN):

@@ -47,7 +47,9 @@ def num_density_channels(cfg) -> int:
 
 def _norm(name: str, channels: int) -> nn.Module | None:
     if name == "IN":
-        return nn.InstanceNorm2d(channels, affine=True)
+        # Instance norm (affine, no running statistics) computed as a GroupNorm with one channel
+        # per group: the same function and parameters, and several times faster on CPU.
+        return nn.GroupNorm(channels, channels)
     return get_norm(name, channels)
 
 

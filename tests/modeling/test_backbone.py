@@ -5,7 +5,7 @@ import torch
 from detectron2.layers import ShapeSpec
 from detectron2.modeling import build_backbone
 
-from dpsnet.modeling.backbone import COUNT_FEATURE, CountingPyramid, DPSNetFPN
+from dpsnet.modeling.backbone import COUNT_FEATURE, CountingPyramid, DPSNetFPN, max_pool
 
 
 def test_outputs_and_shapes_for_odd_sizes(cfg):
@@ -56,3 +56,18 @@ def test_fusion_stride_must_be_an_input_level(cfg):
     cfg.MODEL.COUNTING_HEAD.STRIDE = 2
     with pytest.raises(ValueError, match="fusion stride 2"):
         build_backbone(cfg)
+
+
+@pytest.mark.parametrize("shape,k", [((2, 3, 8, 12), 2), ((1, 2, 16, 8), 4), ((1, 2, 9, 7), 2)])
+def test_max_pool_matches_torch(shape, k):
+    x = torch.randn(shape)
+    expected = torch.nn.functional.max_pool2d(x, k, k, ceil_mode=True)
+    assert torch.equal(max_pool(x, k), expected)
+
+
+def test_instance_norm_of_the_head_is_per_channel_per_image(cfg):
+    from dpsnet.modeling.counting_head import _norm
+
+    norm = _norm("IN", 4)
+    x = torch.randn(2, 4, 5, 6) * 3 + 7
+    torch.testing.assert_close(norm(x), torch.nn.functional.instance_norm(x), atol=1e-5, rtol=1e-5)
