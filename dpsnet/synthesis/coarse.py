@@ -11,7 +11,7 @@ Two coarse methods:
   ``max_side`` pixels, so its cost does not depend on the photo's resolution.
 - ``"edges"``: the authors' recipe (bilateral smoothing, Canny edges, hole filling, erosion,
   median blur). Faster, but less accurate: on the default mini world its mean IoU against the
-  true masks was 0.957, GrabCut's 0.973 (``dpsnet/synthesis/masks.py`` has the measurement).
+  true masks was 0.957, GrabCut's 0.972 (``dpsnet/synthesis/masks.py`` has the measurement).
 
 The quality score (``mask_quality``) needs no ground truth: a good product mask fills its tight
 box (touches all four sides), is one piece, and its outline runs along image edges. It is the

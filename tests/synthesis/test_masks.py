@@ -275,6 +275,7 @@ def test_reruns_reuse_the_cache(mini_world, tmp_path):
     # A run killed half-way: the journal's records are reused, the rest computed.
     back = extract(mini_world, tmp_path)
     assert mask_files(tmp_path) == before
+    assert back["index"]["items"] == first["index"]["items"]  # no stale quality drop or note
     (tmp_path / "index.json").unlink()
     lines = [json.dumps(it) for it in back["index"]["items"][: n // 2]]
     (tmp_path / ".journal.jsonl").write_text("\n".join(lines) + '\n{"image_id": 1, "cut')
