@@ -2,7 +2,7 @@
 """Synthesize checkout scenes from segmented exemplars (the masks index of extract_masks.py).
 
     # 1500 scenes of the mini world at 384x384 on 2 processes (resumes if stopped):
-    python tools/synthesize.py --config-file configs/Synthesis/compose_mini_world.yaml \\
+    python tools/synthesize.py --config-file configs/MiniWorld/dpsnet_R_18_FPN_mini.yaml \\
         --index output/masks/index.json --output output/synth --num-images 1500 --workers 2
     # only hard scenes, or a mix (relative shares):
     python tools/synthesize.py ... --level hard
@@ -13,12 +13,17 @@
     python tools/synthesize.py merge --output output/synth
 
 Any SYNTHESIS.* key can follow as KEY VALUE (e.g. SYNTHESIS.SEED 3
-SYNTHESIS.COMPOSE.IMAGE_SIZE "[384, 384]"). Writes OUT/instances.json (RPC/COCO: boxes and RLE
-masks of the visible parts, centre points, levels; the exemplar set's categories), OUT/images/,
-OUT/synth_report.json, and registers the set (name: SYNTHESIS.COMPOSE.DATASET_NAME, default
-synth_<folder>). Training configs name it with
-DATASETS.REGISTER [["synth_mini", "output/synth/instances.json", "output/synth"]] and
-DATASETS.TRAIN ("synth_mini",).
+SYNTHESIS.COMPOSE.IMAGE_SIZE "[384, 384]").
+
+Writes OUT/instances_synth.json (RPC/COCO: boxes and RLE masks of the visible parts, centre
+points, levels; the exemplar set's categories, so class ids match it), OUT/images/ (its image
+root), OUT/synth_report.json, and registers the set in this process (name:
+SYNTHESIS.COMPOSE.DATASET_NAME, default synth_<folder>). Other processes (training) name it in
+their config:
+
+    DATASETS:
+      REGISTER: [["synth_mini", "output/synth/instances_synth.json", "output/synth/images"]]
+      TRAIN: ("synth_mini",)
 """
 
 import dpsnet  # noqa: F401  (first: shims detectron2 0.6, registers datasets)
@@ -59,7 +64,7 @@ def parse_args(argv=None):
     if argv[:1] == ["merge"]:
         p = argparse.ArgumentParser(
             prog="synthesize.py merge",
-            description="merge OUT/shards/* into OUT/instances.json and register it",
+            description="merge OUT/shards/* into OUT/instances_synth.json and register it",
         )
         p.add_argument("--output", required=True, help="the output folder of the shards")
         p.add_argument("--name", default="", help="dataset name (default synth_<folder>)")
@@ -68,7 +73,9 @@ def parse_args(argv=None):
         return args
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--config-file", default="", metavar="FILE", help="YAML config")
-    p.add_argument("--index", default="", help="masks index (SYNTHESIS.COMPOSE.MASKS_INDEX)")
+    p.add_argument(
+        "--index", "--masks", default="", help="masks index (SYNTHESIS.COMPOSE.MASKS_INDEX)"
+    )
     p.add_argument("--output", default="", help="output folder (SYNTHESIS.COMPOSE.OUTPUT_DIR)")
     p.add_argument("--num-images", type=int, default=0, help="SYNTHESIS.COMPOSE.NUM_IMAGES")
     p.add_argument(

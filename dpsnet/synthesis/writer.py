@@ -2,9 +2,9 @@
 
 Layout under the output folder ``OUT``::
 
-    instances.json          RPC/COCO JSON of the whole set (categories of the exemplar set)
-    images/synth_<i>.jpg    scene i (file_name in the JSON: "images/synth_<i>.jpg", so the
-                            image root is OUT itself)
+    instances_synth.json    RPC/COCO JSON of the whole set (categories of the exemplar set)
+    images/synth_<i>.jpg    scene i (file_name "synth_<i>.jpg": the image root is OUT/images,
+                            as RPC's train2019/ beside instances_train2019.json)
     labels/synth_<i>.json   scene i's labels and the fingerprint they were made with (resume)
     shards/instances.shard-<k>-of-<n>.json   the labels of shard k (sharded runs only)
     synth_report.json       counts per level, dropped labels, skipped exemplars, stage times
@@ -13,8 +13,8 @@ Scene i depends only on ``(SYNTHESIS.SEED, i)``, the parameters and the exemplar
 *fingerprint* sums up. A run reuses every scene whose image and labels are on disk with the
 current fingerprint, so a killed run resumes where it stopped; shard k of n makes the scenes
 ``i % n == k``; ``merge_shards`` checks that the shards agree and cover every index, and writes
-the same ``instances.json`` an unsharded run writes (annotation ids are numbered in scene order,
-the same function writes both), byte for byte.
+the same ``instances_synth.json`` an unsharded run writes (annotation ids are numbered in scene
+order, the same function writes both), byte for byte.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ from dpsnet.utils.io import BadInputError, atomic_path, atomic_write_json, load_
 
 logger = logging.getLogger(__name__)
 
-JSON_NAME = "instances.json"
+JSON_NAME = "instances_synth.json"
+IMAGES = "images"
 REPORT_NAME = "synth_report.json"
 FORMAT_VERSION = 1
 _SHARD_RE = re.compile(r"instances\.shard-(\d+)-of-(\d+)\.json$")
@@ -99,9 +100,10 @@ def _write_scene(index: int) -> dict:
     spec: WriteSpec = _WORKER["spec"]
     out = Path(spec.output)
     stem = scene_stem(index)
-    file_name = f"images/{stem}.{spec.image_format}"
+    file_name = f"{stem}.{spec.image_format}"
+    image_path = out / IMAGES / file_name
     label_path = out / "labels" / f"{stem}.json"
-    if not spec.overwrite and (out / file_name).is_file() and label_path.is_file():
+    if not spec.overwrite and image_path.is_file() and label_path.is_file():
         try:
             rec = load_json(label_path)
             if rec.get("fingerprint") == spec.fingerprint and rec.get("index") == index:
@@ -115,9 +117,9 @@ def _write_scene(index: int) -> dict:
     params = [cv2.IMWRITE_JPEG_QUALITY, spec.jpeg_quality] if spec.image_format == "jpg" else []
     ok, buf = cv2.imencode("." + spec.image_format, scene.image, params)
     if not ok:
-        raise OSError(f"{out / file_name}: OpenCV could not encode the image")
+        raise OSError(f"{image_path}: OpenCV could not encode the image")
     t2 = time.perf_counter()
-    with atomic_path(out / file_name) as tmp:
+    with atomic_path(image_path) as tmp:
         tmp.write_bytes(buf.tobytes())
     H, W = scene.image.shape[:2]
     rec = {
@@ -263,7 +265,7 @@ def synthesize(
             pool.close()
             pool.join()
     out = Path(spec.output)
-    (out / "images").mkdir(parents=True, exist_ok=True)
+    (out / IMAGES).mkdir(parents=True, exist_ok=True)
     (out / "labels").mkdir(parents=True, exist_ok=True)
     indices = list(range(shard, spec.num_images, num_shards))
     records = []
@@ -327,7 +329,7 @@ def synthesize(
 
 
 def merge_shards(output: str | os.PathLike, register: bool = False, name: str = "") -> Path:
-    """Merge ``OUT/shards/*`` into ``OUT/instances.json`` (what an unsharded run writes).
+    """Merge ``OUT/shards/*`` into ``OUT/instances_synth.json`` (what an unsharded run writes).
 
     Raises:
         BadInputError: no shard files, shards of different runs (fingerprints or counts),
@@ -358,7 +360,9 @@ def merge_shards(output: str | os.PathLike, register: bool = False, name: str = 
             f"{out / 'shards'}: the shards hold {len(got)} scenes, expected {info['num_images']}"
         )
     absent = [
-        r["image"]["file_name"] for r in records if not (out / r["image"]["file_name"]).is_file()
+        r["image"]["file_name"]
+        for r in records
+        if not (out / IMAGES / r["image"]["file_name"]).is_file()
     ]
     if absent:
         raise BadInputError(
@@ -378,16 +382,17 @@ def dataset_name(cfg, output: Path) -> str:
 
 
 def register_synthesized(name: str, output: str | os.PathLike) -> str:
-    """Register ``OUT/instances.json`` (images under ``OUT``) as detectron2 dataset ``name``.
+    """Register ``OUT/instances_synth.json`` (images in ``OUT/images``) as dataset ``name``.
 
     Its categories are the exemplar set's (copied into the JSON), so class ids match the
-    exemplar dataset's. In a config, ``DATASETS.REGISTER: [[name, "OUT/instances.json", "OUT"]]``
-    does the same in every process (see ``dpsnet.engine.load_config``).
+    exemplar dataset's. In a config,
+    ``DATASETS.REGISTER: [[name, "OUT/instances_synth.json", "OUT/images"]]`` does the same in
+    every process that loads the config (see ``dpsnet.engine.load_config``).
     """
     from dpsnet.data.datasets import register_checkout_dataset
 
     out = Path(output)
-    register_checkout_dataset(name, out / JSON_NAME, out, evaluator_type="rpc")
+    register_checkout_dataset(name, out / JSON_NAME, out / IMAGES, evaluator_type="rpc")
     return name
 
 

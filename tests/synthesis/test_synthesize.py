@@ -51,20 +51,20 @@ def test_same_seed_gives_byte_identical_json(index, reference, tmp_path):
     ref, report = reference
     assert report["written"] == N and report["images"] == N
     _run(index, tmp_path / "again")
-    assert (tmp_path / "again" / "instances.json").read_bytes() == (
-        ref / "instances.json"
+    assert (tmp_path / "again" / "instances_synth.json").read_bytes() == (
+        ref / "instances_synth.json"
     ).read_bytes()
     for f in sorted((ref / "images").iterdir()):
         assert (tmp_path / "again" / "images" / f.name).read_bytes() == f.read_bytes()
     _run(index, tmp_path / "other", "SYNTHESIS.SEED", "1")
-    assert (tmp_path / "other" / "instances.json").read_bytes() != (
-        ref / "instances.json"
+    assert (tmp_path / "other" / "instances_synth.json").read_bytes() != (
+        ref / "instances_synth.json"
     ).read_bytes()
 
 
 def test_json_is_rpc_format_with_the_exemplar_classes(mini_world, reference):
     ref, _ = reference
-    data = json.loads((ref / "instances.json").read_text())
+    data = json.loads((ref / "instances_synth.json").read_text())
     train = json.loads(mini_world.paths["train_json"].read_text())
     assert data["categories"] == train["categories"]
     assert [im["id"] for im in data["images"]] == list(range(1, N + 1))
@@ -74,7 +74,7 @@ def test_json_is_rpc_format_with_the_exemplar_classes(mini_world, reference):
     assert set(a) >= {"area", "bbox", "category_id", "image_id", "iscrowd", "segmentation"}
     assert set(a["segmentation"]) == {"size", "counts"} and len(a["point_xy"]) == 2
     for im in data["images"]:
-        assert (ref / im["file_name"]).is_file()
+        assert (ref / "images" / im["file_name"]).is_file()
 
 
 def test_shards_merge_into_the_unsharded_json(index, reference, tmp_path):
@@ -83,10 +83,14 @@ def test_shards_merge_into_the_unsharded_json(index, reference, tmp_path):
     reports = [_run(index, out, shard=k, num_shards=3) for k in (2, 0, 1)]
     assert "json_file" not in reports[0] and "json_file" in reports[-1]  # merged by the last
     assert sum(r["images"] for r in reports) == N
-    assert (out / "instances.json").read_bytes() == (ref / "instances.json").read_bytes()
-    (out / "instances.json").unlink()
+    assert (out / "instances_synth.json").read_bytes() == (
+        ref / "instances_synth.json"
+    ).read_bytes()
+    (out / "instances_synth.json").unlink()
     merge_shards(out)  # the explicit merge step gives the same file
-    assert (out / "instances.json").read_bytes() == (ref / "instances.json").read_bytes()
+    assert (out / "instances_synth.json").read_bytes() == (
+        ref / "instances_synth.json"
+    ).read_bytes()
 
 
 def test_merge_refuses_incomplete_or_mixed_shards(index, tmp_path):
@@ -105,11 +109,13 @@ def test_resume_reuses_scenes_on_disk(index, reference, tmp_path):
     ref, _ = reference
     out = tmp_path / "resumed"
     shutil.copytree(ref, out)
-    (out / "instances.json").unlink()
+    (out / "instances_synth.json").unlink()
     (out / "labels" / "synth_0000003.json").unlink()  # as if killed after scene 3's image
     report = _run(index, out)
     assert report["reused"] == N - 1 and report["written"] == 1
-    assert (out / "instances.json").read_bytes() == (ref / "instances.json").read_bytes()
+    assert (out / "instances_synth.json").read_bytes() == (
+        ref / "instances_synth.json"
+    ).read_bytes()
     # other parameters: nothing on disk fits, every scene is made again
     report = _run(index, out, "SYNTHESIS.COMPOSE.MAX_IOU", "0.3")
     assert report["reused"] == 0 and report["written"] == N
@@ -126,9 +132,8 @@ def test_level_mix_and_report(index, tmp_path):
 def test_registered_and_named_by_a_config(mini_world, reference):
     ref, _ = reference
     name = "synth_test_registered"
-    cfg = load_config(
-        None, ["DATASETS.REGISTER", f"[['{name}', '{ref / 'instances.json'}', '{ref}']]"]
-    )
+    entry = [name, str(ref / "instances_synth.json"), str(ref / "images")]
+    cfg = load_config(None, ["DATASETS.REGISTER", repr([entry])])
     try:
         assert cfg.DATASETS.REGISTER[0][0] == name
         records = DatasetCatalog.get(name)
@@ -150,22 +155,24 @@ def test_workers_and_the_tool(index, reference, tmp_path, capsys):
     args = ["--index", str(index), "--num-images", str(N), "--workers", "2", "--no-progress"]
     out = tmp_path / "tool"
     assert tool["main"]([*args, "--output", str(out), *SMALL]) == 0
-    assert (out / "instances.json").read_bytes() == (ref / "instances.json").read_bytes()
+    assert (out / "instances_synth.json").read_bytes() == (
+        ref / "instances_synth.json"
+    ).read_bytes()
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert printed["dataset"] == "synth_tool"
     unregister_dataset("synth_tool")
     for k in range(2):
         argv = [*args, "--output", str(tmp_path / "pieces"), "--shard", str(k)]
         assert tool["main"]([*argv, "--num-shards", "2", *SMALL]) == 0
-    (tmp_path / "pieces" / "instances.json").unlink()
+    (tmp_path / "pieces" / "instances_synth.json").unlink()
     assert tool["main"](["merge", "--output", str(tmp_path / "pieces"), "--name", "pcs"]) == 0
-    assert (tmp_path / "pieces" / "instances.json").read_bytes() == (
-        ref / "instances.json"
+    assert (tmp_path / "pieces" / "instances_synth.json").read_bytes() == (
+        ref / "instances_synth.json"
     ).read_bytes()
     unregister_dataset("pcs")
     unregister_dataset("synth_pieces")
     assert tool["main"]([*args, "--output", str(out), "--level", "medium", *SMALL]) == 0
-    data = json.loads((out / "instances.json").read_text())
+    data = json.loads((out / "instances_synth.json").read_text())
     assert {im["level"] for im in data["images"]} == {"medium"}
     unregister_dataset("synth_tool")
     assert tool["main"](["--output", str(out), "--level", "hard"]) == 2  # no index given
