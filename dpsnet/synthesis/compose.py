@@ -420,18 +420,29 @@ def _transform(cut, scale: float, angle: float, flip: bool, bounds) -> np.ndarra
         tw, th = tw * f, th * f
     tw, th = max(2, int(round(tw))), max(2, int(round(th)))
     src = cut.bgra
-    shrink = tw < src.shape[1] and th < src.shape[0]
-    sprite = cv2.resize(src, (tw, th), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    if flip:
-        sprite = sprite[:, ::-1]
-    if angle % 360.0:
-        cw, ch = int(math.ceil(tw * c + th * s)) + 2, int(math.ceil(tw * s + th * c)) + 2
-        mat = cv2.getRotationMatrix2D((tw / 2, th / 2), float(angle), 1.0)
-        mat[0, 2] += cw / 2 - tw / 2
-        mat[1, 2] += ch / 2 - th / 2
-        sprite = cv2.warpAffine(
-            sprite, mat, (cw, ch), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
-        )
+    sx, sy = tw / src.shape[1], th / src.shape[0]
+    rotate = bool(angle % 360.0)
+    cw, ch = int(math.ceil(tw * c + th * s)) + 2, int(math.ceil(tw * s + th * c)) + 2
+    if rotate and min(sx, sy) >= 0.5:
+        # scale, mirror and rotate in one warp (linear interpolation is fine down to 1/2)
+        a, b = math.cos(rad), math.sin(rad)
+        fx = -sx if flip else sx
+        lin = np.array([[a * fx, b * sy], [-b * fx, a * sy]])
+        centre_src = np.array([(src.shape[1] - 1) / 2, (src.shape[0] - 1) / 2])
+        shift = np.array([(cw - 1) / 2, (ch - 1) / 2]) - lin @ centre_src
+        mat = np.concatenate([lin, shift[:, None]], axis=1)
+        sprite = cv2.warpAffine(src, mat, (cw, ch), flags=cv2.INTER_LINEAR)
+    else:
+        shrink = tw < src.shape[1] and th < src.shape[0]
+        interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+        sprite = cv2.resize(src, (tw, th), interpolation=interp)
+        if flip:
+            sprite = cv2.flip(sprite, 1)
+        if rotate:
+            mat = cv2.getRotationMatrix2D(((tw - 1) / 2, (th - 1) / 2), float(angle), 1.0)
+            mat[0, 2] += (cw - tw) / 2
+            mat[1, 2] += (ch - th) / 2
+            sprite = cv2.warpAffine(sprite, mat, (cw, ch), flags=cv2.INTER_LINEAR)
     x, y, w, h = cv2.boundingRect(sprite[..., 3])
     if w == 0 or h == 0:
         return None

@@ -70,6 +70,7 @@ def test_each_labelled_box_matches_the_visible_pixels_of_its_item(flat):
         categories=((4, 4), (5, 5), (6, 6)),
         instances=((4, 4), (5, 5), (6, 6)),  # one instance per category: colours are unique
         scale_range=(0.35, 0.6),
+        flip_prob=0.5,
         max_iou=0.2,
         max_occluded=0.6,
         **PLAIN,
