@@ -439,6 +439,11 @@ def _add_recognition_config(cfg: CN) -> None:
     cfg.RECOGNITION.TRAIN.ERASE_PROB = 0.5
     # Rotate training crops by a random angle (checkout items lie at any angle on the tray).
     cfg.RECOGNITION.TRAIN.ROTATE = True
+    # Strength of the photometric jitter of training crops (brightness, contrast, per-channel
+    # colour cast, noise), so exemplars shot under studio light match checkout lighting; 0: off.
+    cfg.RECOGNITION.TRAIN.COLOR_JITTER = 0.0
+    # Probability of a Gaussian blur (sigma up to 1.5 px at 96 px) of a training crop.
+    cfg.RECOGNITION.TRAIN.BLUR_PROB = 0.0
     # Fraction of products held out of recogniser training (added later through the gallery).
     cfg.RECOGNITION.TRAIN.HOLDOUT_FRACTION = 0.0
     # At most this many training crops per product (0: all), chosen with SEED.
@@ -451,9 +456,9 @@ def _add_recognition_config(cfg: CN) -> None:
     cfg.RECOGNITION.GALLERY = CN()
     # Gallery file (tools/build_gallery.py output) used by the pipeline.
     cfg.RECOGNITION.GALLERY.FILE = ""
-    # Nearest-neighbour search: "torch" (exact, chosen by benchmarks/bench_gallery.py), "numpy",
-    # or "faiss" (needs faiss-cpu).
-    cfg.RECOGNITION.GALLERY.BACKEND = "torch"
+    # Exact nearest-neighbour search: "numpy" (fastest at 200 and 10,000 products in
+    # benchmarks/bench_gallery.py), "torch", or "faiss" (needs faiss-cpu).
+    cfg.RECOGNITION.GALLERY.BACKEND = "numpy"
     # Embedding distance beyond which a crop is an "unknown product" (<= 0: the gallery's own).
     cfg.RECOGNITION.GALLERY.UNKNOWN_DISTANCE = 0.0
     # At most this many exemplar embeddings per product kept in the gallery (0: all).

@@ -177,3 +177,64 @@ def random_erase(
         x = int(draw[i, 4].item() * (w - ew + 1))
         crops[i, :, y : y + eh, x : x + ew] = torch.rand((3, eh, ew), generator=generator)
     return crops
+
+
+def photometric_jitter(
+    crops: torch.Tensor, strength: float, blur_prob: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Random lighting of training crops: brightness, contrast, a per-channel colour cast,
+    Gaussian blur and pixel noise, so that exemplars shot under one light match checkout images
+    under another.
+
+    Args:
+        crops: (N, 3, S, S) float crops in [0, 1].
+        strength: 0 (off) to 1 (brightness x[0.5, 1.3], contrast x[0.6, 1.4], channel gains
+            x[0.75, 1.25], noise sigma up to 0.05); the ranges scale linearly with it.
+        blur_prob: probability of a blur with sigma uniform in [0.2, 1.5] * S / 96 px.
+        generator: source of randomness.
+
+    Returns:
+        (N, 3, S, S) jittered crops in [0, 1] (a new tensor).
+    """
+    n, _, size, _ = crops.shape
+    if strength <= 0 and blur_prob <= 0:
+        return crops
+
+    def uniform(lo, hi, *shape):
+        return lo + (hi - lo) * torch.rand((n, *shape), generator=generator)
+
+    out = crops
+    if blur_prob > 0:
+        blurred = []
+        draw = torch.rand((n, 2), generator=generator)
+        for i in range(n):
+            if draw[i, 0] < blur_prob:
+                sigma = (0.2 + 1.3 * draw[i, 1].item()) * size / 96
+                k = 2 * int(math.ceil(2.5 * sigma)) + 1
+                blurred.append(_gaussian_blur(out[i], k, sigma))
+            else:
+                blurred.append(out[i])
+        out = torch.stack(blurred)
+    if strength > 0:
+        s = strength
+        brightness = uniform(1 - 0.5 * s, 1 + 0.3 * s, 1, 1, 1)
+        gains = uniform(1 - 0.25 * s, 1 + 0.25 * s, 3, 1, 1)
+        contrast = uniform(1 - 0.4 * s, 1 + 0.4 * s, 1, 1, 1)
+        mean = out.mean(dim=(1, 2, 3), keepdim=True)
+        out = ((out - mean) * contrast + mean) * brightness * gains
+        sigma = uniform(0, 0.05 * s, 1, 1, 1)
+        out = out + sigma * torch.randn(out.shape, generator=generator)
+    return out.clamp(0, 1)
+
+
+def _gaussian_blur(image: torch.Tensor, kernel_size: int, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of one (C, H, W) image with reflected borders."""
+    x = torch.arange(kernel_size, dtype=image.dtype) - kernel_size // 2
+    w = torch.exp(-(x**2) / (2 * sigma**2))
+    w = w / w.sum()
+    c = image.shape[0]
+    pad = kernel_size // 2
+    img = F.pad(image[None], (pad, pad, pad, pad), mode="reflect")
+    img = F.conv2d(img, w.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    img = F.conv2d(img, w.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    return img[0]

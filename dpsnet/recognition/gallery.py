@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 UNKNOWN = -1
 FORMAT_VERSION = 1
 BACKENDS = ("torch", "numpy", "faiss")
+# Largest (queries x exemplars) distance matrix computed at once (float32: 64 MB).
+_MAX_PAIRS = 1 << 24
 
 
 class Gallery:
@@ -37,7 +39,8 @@ class Gallery:
         unknown_distance: a query farther than this from its nearest exemplar is ``UNKNOWN``
             (``inf``: never).
         meta: free-form description (the embedder that made the embeddings).
-        backend: "torch" (matrix product), "numpy", or "faiss" (``IndexFlatL2``).
+        backend: "numpy" (matrix product; the default, fastest in benchmarks/bench_gallery.py),
+            "torch", or "faiss" (``IndexFlatL2``, when faiss is installed).
     """
 
     def __init__(
@@ -47,7 +50,7 @@ class Gallery:
         names: dict[int, str] | None = None,
         unknown_distance: float = float("inf"),
         meta: dict | None = None,
-        backend: str = "torch",
+        backend: str = "numpy",
     ):
         embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         product_ids = np.asarray(product_ids, dtype=np.int64)
@@ -135,29 +138,56 @@ class Gallery:
             m = len(queries)
             return np.full((m, k), np.inf, np.float32), np.full((m, k), -1, np.int64)
         k = min(k, len(self))
-        if self.backend == "faiss":
-            if self._index is None:
+        # Queries in chunks so that a (chunk, N) distance matrix stays about 64 MB.
+        step = max(1, _MAX_PAIRS // len(self))
+        parts = [self._search_chunk(queries[i : i + step], k) for i in range(0, len(queries), step)]
+        d2 = np.concatenate([p[0] for p in parts])
+        idx = np.concatenate([p[1] for p in parts])
+        return np.sqrt(np.maximum(d2, 0)).astype(np.float32), idx.astype(np.int64)
+
+    def _prepared(self):
+        """The backend's view of the embeddings (faiss index, or squared norms), rebuilt when
+        the embeddings array is replaced."""
+        if self._index is None or self._index[0] is not self.embeddings:
+            if self.backend == "faiss":
                 import faiss
 
-                self._index = faiss.IndexFlatL2(self.dim)
-                self._index.add(self.embeddings)
-            d2, idx = self._index.search(queries, k)
-        elif self.backend == "torch":
-            g = torch.from_numpy(self.embeddings)
+                index = faiss.IndexFlatL2(self.dim)
+                index.add(self.embeddings)
+            elif self.backend == "torch":
+                g = torch.from_numpy(self.embeddings)
+                index = (g, (g * g).sum(1))
+            else:
+                index = (self.embeddings, (self.embeddings**2).sum(1))
+            self._index = (self.embeddings, index)
+        return self._index[1]
+
+    def _search_chunk(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Squared distances (M, k) and indices (M, k) of the k nearest exemplars, sorted."""
+        index = self._prepared()
+        if self.backend == "faiss":
+            return index.search(queries, k)
+        if self.backend == "torch":
+            g, g_sq = index
             q = torch.from_numpy(queries)
-            d2 = (q * q).sum(1, keepdim=True) - 2 * q @ g.T + (g * g).sum(1)[None]
-            d2, idx = torch.topk(d2, k, dim=1, largest=False)
-            d2, idx = d2.numpy(), idx.numpy()
+            d2 = torch.addmm(g_sq[None], q, g.T, alpha=-2) + (q * q).sum(1, keepdim=True)
+            if k == 1:  # a plain min is faster than topk
+                d2, idx = d2.min(1, keepdim=True)
+            else:
+                d2, idx = torch.topk(d2, k, dim=1, largest=False)
+            return d2.numpy(), idx.numpy()
+        g, g_sq = index
+        d2 = (queries**2).sum(1, keepdims=True) - 2 * queries @ g.T + g_sq[None]
+        if k == 1:
+            idx = d2.argmin(1)[:, None]
+            return np.take_along_axis(d2, idx, 1), idx
+        if k < len(self):
+            idx = np.argpartition(d2, k - 1, axis=1)[:, :k]
         else:
-            g = self.embeddings
-            d2 = (queries**2).sum(1, keepdims=True) - 2 * queries @ g.T + (g**2).sum(1)[None]
-            idx = np.argpartition(d2, k - 1, axis=1)[:, :k] if k < len(self) else None
-            if idx is None:
-                idx = np.broadcast_to(np.arange(len(self)), d2.shape)
-            part = np.take_along_axis(d2, idx, 1)
-            order = np.argsort(part, axis=1)
-            idx, d2 = np.take_along_axis(idx, order, 1), np.take_along_axis(part, order, 1)
-        return np.sqrt(np.maximum(d2, 0)).astype(np.float32), idx.astype(np.int64)
+            idx = np.broadcast_to(np.arange(len(self)), d2.shape)
+        part = np.take_along_axis(d2, idx, 1)
+        order = np.argsort(part, axis=1, kind="stable")
+        return np.take_along_axis(part, order, 1), np.take_along_axis(idx, order, 1)
 
     def classify(self, queries, unknown_distance: float | None = None):
         """1-nearest-neighbour product ids, ``UNKNOWN`` beyond the unknown distance.
@@ -209,7 +239,7 @@ class Gallery:
             )
 
     @classmethod
-    def load(cls, path: str | os.PathLike, backend: str = "torch") -> "Gallery":
+    def load(cls, path: str | os.PathLike, backend: str = "numpy") -> "Gallery":
         """Read a gallery file.
 
         Raises:

@@ -13,7 +13,13 @@ import numpy as np
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from dpsnet.recognition.crops import STORE_FACTOR, augment_crops, extract_crops, random_erase
+from dpsnet.recognition.crops import (
+    STORE_FACTOR,
+    augment_crops,
+    extract_crops,
+    photometric_jitter,
+    random_erase,
+)
 from dpsnet.recognition.embedder import ProductEmbedder, fingerprint, save_embedder
 from dpsnet.recognition.gallery import UNKNOWN, Gallery
 from dpsnet.recognition.losses import batch_all_triplet_loss, batch_hard_triplet_loss
@@ -77,7 +83,7 @@ def build_gallery(
     product_ids: np.ndarray,
     names: dict[int, str],
     meta: dict | None = None,
-    backend: str = "torch",
+    backend: str = "numpy",
 ) -> Gallery:
     """A gallery of the embeddings of exemplar crops."""
     emb = model.embed(crops).numpy()
@@ -222,6 +228,7 @@ def train_recognizer(cfg, output_dir: str, resume: bool = False) -> dict:
         for batch in sampler:
             rows = train_rows[batch]
             x = augment_crops(stored[rows].float() / 255.0, size, gen, rotate=t.ROTATE)
+            x = photometric_jitter(x, t.COLOR_JITTER, t.BLUR_PROB, gen)
             x = random_erase(x, t.ERASE_PROB, gen)
             loss = loss_fn(model(x), torch.from_numpy(ids[rows]))
             optimizer.zero_grad()

@@ -91,3 +91,19 @@ def test_augmentation_is_seeded_and_keeps_shapes():
     erased = random_erase(torch.zeros(50, 3, 16, 16), 0.5, torch.Generator().manual_seed(0))
     touched = (erased.flatten(1) != 0).any(1).float().mean().item()
     assert 0.25 < touched < 0.75
+
+
+def test_photometric_jitter():
+    from dpsnet.recognition.crops import photometric_jitter
+
+    crops = torch.rand(8, 3, 24, 24)
+    assert photometric_jitter(crops, 0.0, 0.0, torch.Generator()) is crops
+    a = photometric_jitter(crops, 0.8, 0.5, torch.Generator().manual_seed(1))
+    b = photometric_jitter(crops, 0.8, 0.5, torch.Generator().manual_seed(1))
+    assert torch.equal(a, b) and a.shape == crops.shape
+    assert a.min() >= 0 and a.max() <= 1 and not torch.allclose(a, crops)
+    # A blur alone keeps a flat image flat and lowers the variance of a noisy one.
+    flat = torch.full((2, 3, 24, 24), 0.4)
+    assert torch.allclose(photometric_jitter(flat, 0.0, 1.0, torch.Generator()), flat)
+    blurred = photometric_jitter(crops, 0.0, 1.0, torch.Generator().manual_seed(0))
+    assert blurred.var() < crops.var()

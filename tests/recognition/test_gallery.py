@@ -208,3 +208,26 @@ def test_empty_gallery_answers_unknown_and_bad_queries_are_refused(clusters):
     assert (pred == UNKNOWN).all() and np.isinf(dist).all()
     with pytest.raises(ValueError, match="dimension"):
         empty.search(np.zeros((3, 8), np.float32))
+
+
+@pytest.mark.parametrize("backend", ["torch", "numpy"])
+def test_search_in_chunks_matches_one_pass(clusters, backend, monkeypatch):
+    import dpsnet.recognition.gallery as gallery_module
+
+    emb, ids, queries, _ = clusters
+    gallery = Gallery(emb, ids, backend=backend)
+    whole = gallery.search(queries, 3)
+    monkeypatch.setattr(gallery_module, "_MAX_PAIRS", 7 * len(emb))  # 7 queries per chunk
+    chunked = gallery.search(queries, 3)
+    assert np.array_equal(whole[1], chunked[1]) and np.allclose(whole[0], chunked[0])
+    # Replacing the embeddings array refreshes the cached norms.
+    gallery.embeddings = emb[::-1].copy()
+    assert (gallery.search(queries, 1)[1][:, 0] == len(emb) - 1 - whole[1][:, 0]).all()
+
+
+def test_faiss_backend_agrees_when_installed(clusters):
+    pytest.importorskip("faiss")
+    emb, ids, queries, _ = clusters
+    d_f, i_f = Gallery(emb, ids, backend="faiss").search(queries, 3)
+    d_n, i_n = Gallery(emb, ids, backend="numpy").search(queries, 3)
+    assert (i_f == i_n).all() and np.allclose(d_f, d_n, atol=1e-3)
