@@ -269,3 +269,19 @@ def test_backgrounds_from_a_folder(flat, tmp_path, caplog):
 def test_bad_parameters_name_their_key(kw, match):
     with pytest.raises(ValueError, match=match):
         ComposeParams(**kw)
+
+
+def test_cutouts_decoded_at_reduced_size_match_full_ones(mini_items):
+    """Small scales decode the photo at 1/2 .. 1/8 size; the sprite must be the same picture."""
+    from dpsnet.synthesis.items import make_cutout
+
+    item = mini_items[0]
+    full = make_cutout(item, 1.0)
+    for scale in (0.5, 0.25, 0.12):
+        small = make_cutout(item, scale)
+        assert small.full_size == full.full_size
+        h, w = small.bgra.shape[:2]
+        assert h < full.bgra.shape[0] and abs(h / full.bgra.shape[0] - w / full.bgra.shape[1]) < 0.1
+        ref = cv2.resize(full.bgra, (w, h), interpolation=cv2.INTER_AREA).astype(int)
+        assert np.abs(ref[..., 3] - small.bgra[..., 3]).mean() < 8
+        assert np.abs(ref[..., :3] - small.bgra[..., :3]).mean() < 12
