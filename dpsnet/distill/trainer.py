@@ -12,8 +12,8 @@ import logging
 
 import numpy as np
 import torch
-from detectron2.data import MetadataCatalog, build_detection_train_loader
-from detectron2.data.build import get_detection_dataset_dicts
+from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_train_loader
+from detectron2.data.build import filter_images_with_only_crowd_annotations
 from detectron2.data.detection_utils import check_metadata_consistency
 from detectron2.utils import comm
 from torch.utils.data.sampler import Sampler
@@ -80,6 +80,14 @@ class WeightedTrainingSampler(Sampler):
             ).tolist()
 
 
+def _records(name: str, filter_empty: bool) -> list[dict]:
+    """A dataset's records; unlike detectron2's loader, an empty dataset is allowed."""
+    dicts = DatasetCatalog.get(name)
+    if filter_empty and dicts:
+        dicts = filter_images_with_only_crowd_annotations(dicts)
+    return dicts
+
+
 class DistillTrainer(Trainer):
     """dpsnet's Trainer whose train loader mixes synthesized and pseudo-labelled datasets."""
 
@@ -90,13 +98,11 @@ class DistillTrainer(Trainer):
         if not any(is_pseudo):
             return super().build_train_loader(cfg)
         check_metadata_consistency("thing_classes", names)
-        groups = [
-            get_detection_dataset_dicts(
-                [n], filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS, check_consistency=False
-            )
-            for n in names
-        ]
+        groups = [_records(n, cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS) for n in names]
         sizes = [len(g) for g in groups]
+        for name, size, pseudo in zip(names, sizes, is_pseudo, strict=True):
+            if pseudo and size == 0:  # a weak teacher may accept nothing: not a reason to stop
+                logger.warning("%s: no pseudo-labelled image; this round trains without it", name)
         weights = mixing_weights(sizes, is_pseudo, cfg.DISTILL.MIX_RATIO)
         logger.info(
             "Student data: %s images, synthesized:pseudo = %s",
