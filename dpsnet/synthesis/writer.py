@@ -61,7 +61,11 @@ class WriteSpec:
 
 
 def fingerprint(spec: WriteSpec, backgrounds: list[str]) -> str:
-    """A digest of everything scene pixels and labels depend on (not of paths or workers)."""
+    """A digest of everything a scene's pixels and labels depend on.
+
+    Not of paths, workers or the number of scenes: asking for more scenes later reuses those
+    already made.
+    """
     p = asdict(spec.params)
     p.pop("background_dir")
     p.pop("cache_items")
@@ -70,7 +74,6 @@ def fingerprint(spec: WriteSpec, backgrounds: list[str]) -> str:
         "params": p,
         "backgrounds": backgrounds,
         "seed": spec.seed,
-        "num_images": spec.num_images,
         "image_format": spec.image_format,
         "jpeg_quality": spec.jpeg_quality,
         "image_id_start": spec.image_id_start,
@@ -353,6 +356,8 @@ def merge_shards(output: str | os.PathLike, register: bool = False, name: str = 
         missing = sorted(set(range(n)) - have)
         raise BadInputError(f"{out / 'shards'}: missing shard(s) {missing} of {n}")
     info = docs[0]["info"]
+    if len({d["info"]["num_images"] for d in docs}) != 1:
+        raise BadInputError(f"{out / 'shards'}: shards made for different numbers of scenes")
     records = [r for d in docs for r in d["records"]]
     got = sorted(r["index"] for r in records)
     if got != list(range(info["num_images"])):

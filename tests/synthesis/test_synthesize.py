@@ -116,9 +116,15 @@ def test_resume_reuses_scenes_on_disk(index, reference, tmp_path):
     assert (out / "instances_synth.json").read_bytes() == (
         ref / "instances_synth.json"
     ).read_bytes()
+    # more scenes: the first N are reused
+    report = _run(index, out, "SYNTHESIS.COMPOSE.NUM_IMAGES", str(N + 2))
+    assert report["reused"] == N and report["written"] == 2
     # other parameters: nothing on disk fits, every scene is made again
     report = _run(index, out, "SYNTHESIS.COMPOSE.MAX_IOU", "0.3")
     assert report["reused"] == 0 and report["written"] == N
+    assert (out / "instances_synth.json").read_bytes() != (
+        ref / "instances_synth.json"
+    ).read_bytes()
 
 
 def test_level_mix_and_report(index, tmp_path):
