@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 from compose_helpers import SMALL, mini_world_index
@@ -182,3 +183,32 @@ def test_workers_and_the_tool(index, reference, tmp_path, capsys):
     assert {im["level"] for im in data["images"]} == {"medium"}
     unregister_dataset("synth_tool")
     assert tool["main"](["--output", str(out), "--level", "hard"]) == 2  # no index given
+
+
+def test_bad_exemplars_are_reported_and_the_run_goes_on(index, tmp_path, caplog):
+    import logging
+
+    import cv2
+    import numpy as np
+
+    data = json.loads(index.read_text())
+    kept = [it for it in data["items"] if it["kept"]]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff not a jpeg")
+    kept[0]["file_name"] = str(broken)
+    x0, y0, x1, y1 = kept[1]["extent"]
+    cv2.imwrite(str(tmp_path / "blank.png"), np.zeros((y1 - y0, x1 - x0), np.uint8))
+    kept[1]["mask"] = str(tmp_path / "blank.png")
+    for it in data["items"]:
+        if not Path(it["mask"]).is_absolute():
+            it["mask"] = str(index.parent / it["mask"])
+    bad_index = tmp_path / "index.json"
+    bad_index.write_text(json.dumps(data))
+    with caplog.at_level(logging.WARNING, logger="dpsnet.synthesis"):
+        report = _run(bad_index, tmp_path / "out")
+    assert report["images"] == N
+    skipped = {s["image_id"]: s["reason"] for s in report["skipped_items"]}
+    assert set(skipped) == {kept[0]["image_id"], kept[1]["image_id"]}
+    assert "broken.jpg" in caplog.text and "blank.png" in caplog.text
+    anns = json.loads((tmp_path / "out" / "instances_synth.json").read_text())["annotations"]
+    assert not {a["exemplar_id"] for a in anns} & set(skipped)
