@@ -133,7 +133,7 @@ def test_level_mix_and_report(index, tmp_path):
     assert list(report["per_level"]) == ["hard"]
     hard = report["per_level"]["hard"]
     assert hard["images"] == N and 6 * N <= hard["planned"] <= 8 * N
-    assert set(report["mean_ms_per_written_image"]) >= {"compose", "encode", "place", "labels"}
+    assert set(report["mean_cpu_ms_per_written_image"]) >= {"compose", "encode", "place", "labels"}
 
 
 def test_registered_and_named_by_a_config(mini_world, reference):
