@@ -75,22 +75,36 @@ def main(argv=None) -> int:
     for problem in problems:
         logger.warning("input %s: %s", problem["file"], problem["reason"])
     catalog = ProductCatalog.from_config(cfg)
-    run = run_checkout(
-        DefaultPredictor(cfg), files, args.output, catalog, threshold, skipped=problems
-    )
+    try:  # the open-set pipeline reads its parts' files (detector, recogniser, gallery) here
+        predictor = DefaultPredictor(cfg)
+    except BadInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    run = run_checkout(predictor, files, args.output, catalog, threshold, skipped=problems)
     kinds = sorted({"+".join(r["view_levels"]) for r in run.receipts if r["view_levels"]})
+    weights, untrained = cfg.MODEL.WEIGHTS, [] if cfg.MODEL.WEIGHTS else ["MODEL.WEIGHTS"]
+    if cfg.MODEL.META_ARCHITECTURE == "DPSNetOpenSet":  # its parts name their own files
+        r = cfg.RECOGNITION
+        parts = {
+            "RECOGNITION.DETECTOR.WEIGHTS": r.DETECTOR.WEIGHTS,
+            "RECOGNITION.EMBEDDER.WEIGHTS": r.EMBEDDER.WEIGHTS,
+            "RECOGNITION.GALLERY.FILE": r.GALLERY.FILE,
+        }
+        weights = ", ".join(path for path in parts.values() if path)
+        untrained = [key for key, path in parts.items() if not path]
     settings = {
         "config": args.config_file,
-        "weights": cfg.MODEL.WEIGHTS or "(none: random initialisation)",
+        "weights": weights or "(none: random initialisation)",
         "device": cfg.MODEL.DEVICE,
         "score threshold": threshold,
         "product names from": catalog.source or "(no metadata)",
         "counting view": ", ".join(kinds) or "(none)",
     }
     warnings = []
-    if not cfg.MODEL.WEIGHTS:
-        warnings.append("MODEL.WEIGHTS is empty: the model is randomly initialised, so these "
-                        "receipts show the pipeline working, not a trained checkout.")  # fmt: skip
+    if untrained:
+        warnings.append(f"{' and '.join(untrained)}: empty, so the model is (partly) randomly "
+                        "initialised: these receipts show the pipeline working, not a trained "
+                        "checkout.")  # fmt: skip
     report = write_report(run, settings, args.metrics_json, warnings)
     if not run.receipts:
         logger.error("no image could be checked out (%d files skipped)", len(run.skipped))

@@ -134,6 +134,14 @@ class DPSNetOpenSet(nn.Module):
             gallery = Gallery(np.zeros((0, embedder.embed_dim), np.float32), np.zeros(0, np.int64))
         map_name = r.CLASS_MAP_DATASET or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "")
         to_product, _ = product_catalog(map_name) if map_name else ({}, {})
+        if to_product and len(to_product) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
+            logger.warning(
+                "%s has %d classes but MODEL.ROI_HEADS.NUM_CLASSES is %d: set it to the number "
+                "of products, which tools reading the config (demo receipts) take as the classes",
+                map_name,
+                len(to_product),
+                cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+            )
         return {
             "detector": detector,
             "embedder": embedder,
