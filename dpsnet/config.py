@@ -444,6 +444,9 @@ def _add_recognition_config(cfg: CN) -> None:
     cfg.RECOGNITION.TRAIN.COLOR_JITTER = 0.0
     # Probability of a Gaussian blur (sigma up to 1.5 px at 96 px) of a training crop.
     cfg.RECOGNITION.TRAIN.BLUR_PROB = 0.0
+    # Probability that pieces of other products of the batch are pasted over a training crop's
+    # border, as neighbours on a crowded tray cut into a checkout crop; 0: off.
+    cfg.RECOGNITION.TRAIN.CLUTTER_PROB = 0.0
     # Fraction of products held out of recogniser training (added later through the gallery).
     cfg.RECOGNITION.TRAIN.HOLDOUT_FRACTION = 0.0
     # At most this many training crops per product (0: all), chosen with SEED.

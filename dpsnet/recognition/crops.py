@@ -238,3 +238,49 @@ def _gaussian_blur(image: torch.Tensor, kernel_size: int, sigma: float) -> torch
     img = F.conv2d(img, w.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
     img = F.conv2d(img, w.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
     return img[0]
+
+
+def paste_clutter(
+    crops: torch.Tensor, prob: float, generator: torch.Generator, max_pieces: int = 2
+) -> torch.Tensor:
+    """Neighbouring products cutting into the crop, as on a crowded checkout tray: with
+    probability ``prob`` a crop gets 1..``max_pieces`` rectangles cut from *other* crops of the
+    batch, pasted so that each overlaps the crop's border.
+
+    Args:
+        crops: (N, 3, S, S) float crops (N >= 2), not changed.
+        prob: probability per crop.
+        generator: source of randomness.
+
+    Returns:
+        (N, 3, S, S) new crops.
+    """
+    n, _, size, _ = crops.shape
+    out = crops.clone()
+    if prob <= 0 or n < 2:
+        return out
+    draw = torch.rand((n, 2 + 7 * max_pieces), generator=generator)
+    for i in range(n):
+        if draw[i, 0] >= prob:
+            continue
+        pieces = 1 + int(draw[i, 1].item() * max_pieces) % max_pieces
+        for j in range(pieces):
+            u = draw[i, 2 + 7 * j : 9 + 7 * j].tolist()
+            src = (i + 1 + int(u[0] * (n - 1))) % n  # any other crop of the batch
+            h = max(2, int(size * (0.25 + 0.3 * u[1])))
+            w = max(2, int(size * (0.25 + 0.3 * u[2])))
+            sy, sx = int(u[3] * (size - h)), int(u[4] * (size - w))
+            # The piece's top-left corner: along one of the four borders, sticking out of it.
+            side, along = int(u[5] * 4) % 4, u[6]
+            if side < 2:  # top or bottom
+                y = -h // 2 if side == 0 else size - h // 2
+                x = int(along * (size - w))
+            else:  # left or right
+                x = -w // 2 if side == 2 else size - w // 2
+                y = int(along * (size - h))
+            y0, x0 = max(y, 0), max(x, 0)
+            y1, x1 = min(y + h, size), min(x + w, size)
+            out[i, :, y0:y1, x0:x1] = crops[
+                src, :, sy + y0 - y : sy + y1 - y, sx + x0 - x : sx + x1 - x
+            ]
+    return out

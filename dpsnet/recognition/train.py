@@ -17,6 +17,7 @@ from dpsnet.recognition.crops import (
     STORE_FACTOR,
     augment_crops,
     extract_crops,
+    paste_clutter,
     photometric_jitter,
     random_erase,
 )
@@ -228,6 +229,7 @@ def train_recognizer(cfg, output_dir: str, resume: bool = False) -> dict:
         for batch in sampler:
             rows = train_rows[batch]
             x = augment_crops(stored[rows].float() / 255.0, size, gen, rotate=t.ROTATE)
+            x = paste_clutter(x, t.CLUTTER_PROB, gen)
             x = photometric_jitter(x, t.COLOR_JITTER, t.BLUR_PROB, gen)
             x = random_erase(x, t.ERASE_PROB, gen)
             loss = loss_fn(model(x), torch.from_numpy(ids[rows]))

@@ -107,3 +107,24 @@ def test_photometric_jitter():
     assert torch.allclose(photometric_jitter(flat, 0.0, 1.0, torch.Generator()), flat)
     blurred = photometric_jitter(crops, 0.0, 1.0, torch.Generator().manual_seed(0))
     assert blurred.var() < crops.var()
+
+
+def test_paste_clutter_cuts_other_products_into_the_border():
+    from dpsnet.recognition.crops import paste_clutter
+
+    n, s = 6, 40
+    crops = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 3, s, s) / 10
+    out = paste_clutter(crops, 1.0, torch.Generator().manual_seed(0))
+    assert torch.equal(crops[:, :, 0, 0], torch.arange(n).view(n, 1).expand(n, 3) / 10)  # kept
+    centre = slice(int(0.3 * s), int(0.7 * s))
+    assert torch.equal(out[:, :, centre, centre], crops[:, :, centre, centre])
+    for i in range(n):
+        changed = (out[i] != crops[i]).any(0)
+        assert changed.any()
+        values = set(out[i, 0][changed].tolist())
+        assert crops[i, 0, 0, 0].item() not in values  # pieces come from other crops
+        border = (
+            changed[0].any() or changed[-1].any() or changed[:, 0].any() or changed[:, -1].any()
+        )
+        assert border
+    assert torch.equal(paste_clutter(crops, 0.0, torch.Generator()), crops)
