@@ -453,6 +453,8 @@ def _add_recognition_config(cfg: CN) -> None:
     cfg.RECOGNITION.TRAIN.MAX_CROPS_PER_PRODUCT = 0
     # Save a resumable checkpoint every this many epochs.
     cfg.RECOGNITION.TRAIN.CHECKPOINT_PERIOD = 5
+    # Validate (known / added top-1, as at the end) every this many epochs; 0: only at the end.
+    cfg.RECOGNITION.TRAIN.EVAL_PERIOD = 0
     # Seed of the product split, the sampler and augmentation.
     cfg.RECOGNITION.TRAIN.SEED = 0
 

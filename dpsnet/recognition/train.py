@@ -207,6 +207,10 @@ def train_recognizer(cfg, output_dir: str, resume: bool = False) -> dict:
     model = ProductEmbedder(cfg)
     optimizer = torch.optim.Adam(model.parameters(), lr=t.BASE_LR)
     sampler = PKBatchSampler(ids[train_rows], t.P, t.K, seed=t.SEED)
+    crop_meta = {"crop_size": size, "padding": padding}
+    gallery_crops, gallery_ids, _ = load_crops(t.DATASETS, size, padding)
+    val_crops, val_ids, val_names = load_crops(t.VAL_DATASETS, size, padding)
+    names.update(val_names)
     start_epoch, history = 0, []
     ckpt_path = os.path.join(output_dir, "last_checkpoint.pth")
     if resume and os.path.isfile(ckpt_path):
@@ -238,6 +242,17 @@ def train_recognizer(cfg, output_dir: str, resume: bool = False) -> dict:
             optimizer.step()
             losses.append(loss.item())
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "mode": mode})
+        if t.EVAL_PERIOD and (epoch + 1) % t.EVAL_PERIOD == 0 and epoch + 1 < t.EPOCHS:
+            m, _ = evaluate_holdout(
+                model, gallery_crops, gallery_ids, names, val_crops, val_ids, held_out, crop_meta
+            )
+            history[-1].update(known_top1=m["known"]["top1"], added_top1=m["added"]["top1"])
+            logger.info(
+                "epoch %d validation: known top-1 %.3f, added top-1 %.3f",
+                epoch + 1,
+                m["known"]["top1"],
+                m["added"]["top1"],
+            )
         logger.info(
             "epoch %d/%d  %s-triplet loss %.4f  lr %.0e  (%.1f s)",
             epoch + 1,
@@ -256,15 +271,11 @@ def train_recognizer(cfg, output_dir: str, resume: bool = False) -> dict:
             }
             with atomic_path(ckpt_path) as tmp:
                 torch.save(state, tmp)
-    crop_meta = {"crop_size": size, "padding": padding}
     save_embedder(
         model,
         os.path.join(output_dir, "model_final.pth"),
         {**crop_meta, "known_products": known, "held_out_products": held_out},
     )
-    gallery_crops, gallery_ids, _ = load_crops(t.DATASETS, size, padding)
-    val_crops, val_ids, val_names = load_crops(t.VAL_DATASETS, size, padding)
-    names.update(val_names)
     metrics, gallery = evaluate_holdout(
         model, gallery_crops, gallery_ids, names, val_crops, val_ids, held_out, crop_meta
     )

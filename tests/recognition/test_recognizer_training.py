@@ -45,13 +45,16 @@ def test_split_products_and_metrics():
 def test_train_writes_a_model_a_gallery_and_metrics_and_resumes(mini_world, tmp_path):
     out = tmp_path / "rec"
     main = runpy.run_path(str(ROOT / "tools" / "train_recognizer.py"))["main"]
-    assert main(["--config-file", "", "--output-dir", str(out), *_opts(mini_world, 2)]) == 0
+    opts = [*_opts(mini_world, 2), "RECOGNITION.TRAIN.EVAL_PERIOD", "1"]
+    assert main(["--config-file", "", "--output-dir", str(out), *opts]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     held = metrics["held_out_products"]
     assert len(held) == 2 and metrics["products_added"] == 2
     assert metrics["added"]["n"] > 0 and metrics["known"]["n"] > 0
     assert metrics["all"]["n"] == metrics["added"]["n"] + metrics["known"]["n"]
     assert [h["mode"] for h in metrics["history"]] == ["all", "hard"]
+    assert 0 <= metrics["history"][0]["known_top1"] <= 1  # validated mid-run (EVAL_PERIOD)
+    assert "known_top1" not in metrics["history"][1]  # the last epoch: the final figures
     model, extra = load_embedder(str(out / "model_final.pth"))
     assert extra["crop_size"] == 32 and extra["held_out_products"] == held
     assert not set(held) & set(extra["known_products"])
@@ -64,7 +67,8 @@ def test_train_writes_a_model_a_gallery_and_metrics_and_resumes(mini_world, tmp_
     resumed = train_recognizer(cfg3, str(out), resume=True)
     fresh = train_recognizer(cfg3, str(tmp_path / "fresh"))
     assert len(resumed["history"]) == 3
-    assert resumed["history"][:2] == metrics["history"]
+    losses = [(h["epoch"], h["loss"], h["mode"]) for h in metrics["history"]]
+    assert [(h["epoch"], h["loss"], h["mode"]) for h in resumed["history"][:2]] == losses
     assert [h["loss"] for h in resumed["history"]] == pytest.approx(
         [h["loss"] for h in fresh["history"]], rel=1e-4
     )
