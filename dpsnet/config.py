@@ -421,6 +421,9 @@ def _add_recognition_config(cfg: CN) -> None:
     cfg.RECOGNITION.TRAIN.DATASETS = ("mini_rpc_train",)
     # Datasets whose boxes give the validation crops (top-1, macro-F1, threshold calibration).
     cfg.RECOGNITION.TRAIN.VAL_DATASETS = ("mini_rpc_val",)
+    # Exemplar datasets whose boxes make the gallery written after training (held-out products
+    # are added from them); (): DATASETS (set it when DATASETS adds synthesized scenes).
+    cfg.RECOGNITION.TRAIN.GALLERY_DATASETS = ()
     # P: products per K x P batch.
     cfg.RECOGNITION.TRAIN.P = 8
     # K: crops per product per batch.

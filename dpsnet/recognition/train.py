@@ -194,7 +194,13 @@ def train_recognizer(cfg, output_dir: str, resume: bool = False) -> dict:
     size, padding = r.CROP.SIZE, r.CROP.PADDING
     stored, ids, names = load_crops(t.DATASETS, int(round(size * STORE_FACTOR)), padding)
     stored, ids = _limit_per_product(stored, ids, t.MAX_CROPS_PER_PRODUCT, t.SEED)
-    known, held_out = split_products(np.unique(ids), t.HOLDOUT_FRACTION, t.SEED)
+    gallery_sets = list(t.GALLERY_DATASETS or t.DATASETS)
+    gallery_crops, gallery_ids, gallery_names = load_crops(gallery_sets, size, padding)
+    names.update(gallery_names)
+    # The split is over every product the gallery or training knows (synthesized scenes may
+    # lack the held-out products altogether); held-out products never reach training.
+    products = np.union1d(np.unique(ids), np.unique(gallery_ids))
+    known, held_out = split_products(products, t.HOLDOUT_FRACTION, t.SEED)
     train_rows = np.flatnonzero(np.isin(ids, known))
     logger.info(
         "Recogniser: %d crops of %d products for training, %d products held out: %s",
@@ -208,7 +214,6 @@ def train_recognizer(cfg, output_dir: str, resume: bool = False) -> dict:
     optimizer = torch.optim.Adam(model.parameters(), lr=t.BASE_LR)
     sampler = PKBatchSampler(ids[train_rows], t.P, t.K, seed=t.SEED)
     crop_meta = {"crop_size": size, "padding": padding}
-    gallery_crops, gallery_ids, _ = load_crops(t.DATASETS, size, padding)
     val_crops, val_ids, val_names = load_crops(t.VAL_DATASETS, size, padding)
     names.update(val_names)
     start_epoch, history = 0, []
@@ -282,6 +287,7 @@ def train_recognizer(cfg, output_dir: str, resume: bool = False) -> dict:
     metrics.update(
         {
             "train_datasets": list(t.DATASETS),
+            "gallery_datasets": gallery_sets,
             "val_datasets": list(t.VAL_DATASETS),
             "held_out_products": held_out,
             "history": history,

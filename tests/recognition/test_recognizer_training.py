@@ -75,3 +75,19 @@ def test_train_writes_a_model_a_gallery_and_metrics_and_resumes(mini_world, tmp_
     a = torch.load(out / "model_final.pth", weights_only=True)["model"]
     b = torch.load(tmp_path / "fresh" / "model_final.pth", weights_only=True)["model"]
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+
+
+@pytest.mark.slow
+def test_gallery_from_exemplars_when_training_adds_scenes(mini_world, tmp_path):
+    """Training on exemplars and checkout-like scenes; the gallery holds the exemplars only."""
+    train, test = mini_world.names["train"], mini_world.names["test"]
+    opts = _opts(mini_world, 1) + [
+        "RECOGNITION.TRAIN.DATASETS", f"('{train}', '{test}')",
+        "RECOGNITION.TRAIN.GALLERY_DATASETS", f"('{train}',)",
+        "RECOGNITION.TRAIN.MAX_CROPS_PER_PRODUCT", "6",
+    ]  # fmt: skip
+    metrics = train_recognizer(load_config(None, opts), str(tmp_path))
+    gallery = Gallery.load(tmp_path / "gallery.npz")
+    assert len(gallery) == mini_world.counts["train"]["instances"]
+    assert metrics["gallery_datasets"] == [train]
+    assert len(metrics["held_out_products"]) == 2
