@@ -254,7 +254,7 @@ def _add_render_config(cfg: CN) -> None:
     cfg.RENDER.NUM_WORKERS = 2
     # Labelled set to render: a registered dataset name or a COCO/RPC JSON path.
     cfg.RENDER.SOURCE = ""
-    # Image folder of SOURCE when it is a JSON path ("" = the JSON's folder).
+    # Image folder of SOURCE when it is a JSON path ("" = the JSON's folder, or its images/).
     cfg.RENDER.SOURCE_IMAGE_ROOT = ""
     # Unlabelled real images to imitate: a registered dataset name, a JSON path or a folder.
     cfg.RENDER.TARGET = "mini_rpc_pool"

@@ -3,18 +3,20 @@
 
     # fast statistics-matching renderer (CPU), checked, written and registered:
     python tools/render.py render --config-file configs/Render/fast_mini_world.yaml \\
-        RENDER.SOURCE output/synth/instances.json RENDER.OUTPUT_DIR output/render_fast
+        RENDER.SOURCE output/synth/instances_synth.json RENDER.OUTPUT_DIR output/render_fast
     # learned renderer: train a CycleGAN (resumes from its last checkpoint), then render
     python tools/render.py train --config-file configs/Render/cyclegan_R9_gpu.yaml \\
-        RENDER.SOURCE output/synth/instances.json
+        RENDER.SOURCE output/synth/instances_synth.json
     python tools/render.py render --config-file configs/Render/cyclegan_R9_gpu.yaml \\
-        RENDER.SOURCE output/synth/instances.json RENDER.OUTPUT_DIR output/render_cyclegan
+        RENDER.SOURCE output/synth/instances_synth.json RENDER.OUTPUT_DIR output/render_cyclegan
     # check images rendered by another tool (same file names) and keep those that pass
     python tools/render.py render RENDER.METHOD folder RENDER.FOLDER their/images \\
-        RENDER.SOURCE output/synth/instances.json
+        RENDER.SOURCE output/synth/instances_synth.json
     # how far a set's look is from the target's
-    python tools/render.py stats RENDER.SOURCE output/synth/instances.json
+    python tools/render.py stats RENDER.SOURCE output/synth/instances_synth.json
 
+RENDER.SOURCE is a registered dataset or a JSON; tools/synthesize.py writes OUT/instances_synth.json
+with its images in OUT/images/, found by default (else give RENDER.SOURCE_IMAGE_ROOT).
 Writes RENDER.OUTPUT_DIR/{images/, dropped/, instances.json, render_report.json}; the labels
 of the kept images are the source's, unchanged.
 """

@@ -341,3 +341,22 @@ def test_render_tool_on_the_mini_world(mini_world, tmp_path, capsys):
         DatasetCatalog.remove(name)
     assert tool["main"](["render", "RENDER.SOURCE", str(tmp_path / "missing.json")]) == 2
     assert "missing.json" in capsys.readouterr().err
+
+
+def test_a_json_without_image_root_finds_its_images_subfolder(sets, tmp_path):
+    """tools/synthesize.py layout: OUT/instances_synth.json beside OUT/images/."""
+    from dpsnet.synthesis.render.pipeline import list_images, resolve_coco
+
+    json_file, root = resolve_coco(str(sets["src_json"]))
+    assert root == str(sets["src_root"])
+    files = list_images(json_file)
+    assert files and all(f.startswith(str(sets["src_root"])) for f in files)
+    # file names that already carry the subfolder stay relative to the JSON's folder
+    data = json.loads(sets["src_json"].read_text())
+    for im in data["images"]:
+        im["file_name"] = "images/" + im["file_name"]
+    other = sets["src_json"].parent / "with_prefix.json"
+    other.write_text(json.dumps(data))
+    assert resolve_coco(str(other))[1] == str(sets["src_json"].parent)
+    # an explicit root always wins
+    assert resolve_coco(str(sets["src_json"]), str(tmp_path))[1] == str(tmp_path)

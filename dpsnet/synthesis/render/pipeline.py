@@ -38,6 +38,23 @@ logger = logging.getLogger(__name__)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
+def default_image_root(json_file: str, data: dict | None = None) -> str:
+    """Image folder of a COCO JSON given without one: the JSON's folder, or its ``images/``
+    subfolder when the first image is there and not beside the JSON (``tools/synthesize.py``
+    writes ``OUT/instances_synth.json`` next to ``OUT/images/``)."""
+    folder = os.path.dirname(os.path.abspath(json_file))
+    sub = os.path.join(folder, "images")
+    if not os.path.isdir(sub):
+        return folder
+    try:
+        first = (data if data is not None else load_json(json_file))["images"][0]["file_name"]
+    except (KeyError, IndexError, TypeError):
+        return folder
+    if not os.path.isfile(os.path.join(folder, first)) and os.path.isfile(os.path.join(sub, first)):
+        return sub
+    return folder
+
+
 def resolve_coco(spec: str, image_root: str | None = None) -> tuple[str, str]:
     """A JSON path or registered dataset name -> (json_file, image_root).
 
@@ -47,7 +64,7 @@ def resolve_coco(spec: str, image_root: str | None = None) -> tuple[str, str]:
     if spec.endswith(".json") or os.path.isfile(spec):
         if not os.path.isfile(spec):
             raise BadInputError(f"{spec}: annotation file not found")
-        return spec, image_root or os.path.dirname(os.path.abspath(spec))
+        return spec, image_root or default_image_root(spec)
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
     if spec not in DatasetCatalog.list():
@@ -73,7 +90,7 @@ def list_images(spec: str, image_root: str | None = None) -> list[str]:
         return files
     if spec.endswith(".json") or os.path.isfile(spec):
         data = load_json(spec)
-        root = image_root or os.path.dirname(os.path.abspath(spec))
+        root = image_root or default_image_root(spec, data)
         try:
             return [os.path.join(root, im["file_name"]) for im in data["images"]]
         except (KeyError, TypeError):
