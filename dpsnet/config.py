@@ -75,6 +75,9 @@ def _add_model_config(cfg: CN) -> None:
     cfg.MODEL.COUNTING_HEAD.NORM = "IN"
     # Normalisation after the final 1x1 conv, before ReLU: "IN" (the paper) or "" (none).
     cfg.MODEL.COUNTING_HEAD.OUTPUT_NORM = "IN"
+    # Final activation of the map: "relu" (the paper) or "softplus" (never stops passing gradient:
+    # a ReLU whose inputs all turn negative leaves the map at zero for good).
+    cfg.MODEL.COUNTING_HEAD.OUTPUT_ACTIVATION = "relu"
     # Stride of the density map in input pixels (the paper: 8, the P3 level).
     cfg.MODEL.COUNTING_HEAD.STRIDE = 8
     # Density mass of one object (the paper: 100); count = map sum / MASS.

@@ -64,6 +64,9 @@ class DensityCountingHead(nn.Module):
         conv_dim: channels of the 3x3 conv.
         norm: normalisation after the 3x3 conv ("IN": instance norm, or a detectron2 norm).
         output_norm: normalisation of the C output channels before the final ReLU ("IN" or "").
+        output_activation: "relu" (the paper) or "softplus": a ReLU whose inputs all turn
+            negative passes no gradient and the map stays zero for good (seen when training from
+            scratch with the count loss); softplus always passes one.
         mass: density mass of one object (for the count loss).
         smooth_l1_beta: beta of the smooth L1 density loss.
         count_loss_weight: weight of an L1 loss on the per-channel counts (0: off).
@@ -79,6 +82,7 @@ class DensityCountingHead(nn.Module):
         conv_dim: int = 0,
         norm: str = "IN",
         output_norm: str = "IN",
+        output_activation: str = "relu",
         mass: float = 100.0,
         smooth_l1_beta: float = 1.0,
         count_loss_weight: float = 0.0,
@@ -90,6 +94,13 @@ class DensityCountingHead(nn.Module):
         self.mass = mass
         self.smooth_l1_beta = smooth_l1_beta
         self.count_loss_weight = count_loss_weight
+        activations = {"relu": F.relu, "softplus": F.softplus}
+        if output_activation not in activations:
+            raise ValueError(
+                f"MODEL.COUNTING_HEAD.OUTPUT_ACTIVATION must be one of {sorted(activations)}, "
+                f"got {output_activation!r}"
+            )
+        self.activation = activations[output_activation]
         self.conv = Conv2d(
             in_channels,
             conv_dim,
@@ -126,6 +137,7 @@ class DensityCountingHead(nn.Module):
             "conv_dim": head.CONV_DIM,
             "norm": head.NORM,
             "output_norm": head.OUTPUT_NORM,
+            "output_activation": head.OUTPUT_ACTIVATION,
             "mass": head.MASS,
             "smooth_l1_beta": head.SMOOTH_L1_BETA,
             "count_loss_weight": head.COUNT_LOSS_WEIGHT,
@@ -141,7 +153,7 @@ class DensityCountingHead(nn.Module):
         Returns:
             (B, C, h, w) non-negative density maps, and a dict of losses (empty in inference).
         """
-        density = F.relu(self.predictor(self.conv(features[self.in_feature])))
+        density = self.activation(self.predictor(self.conv(features[self.in_feature])))
         if not self.training:
             return density, {}
         return density, self.losses(density, targets)

@@ -78,3 +78,32 @@ def test_losses():
     assert losses["loss_density"].item() == pytest.approx((200.0 - 0.5) / (2 * 2 * 6 * 5))
     with pytest.raises(ValueError, match="do not match"):
         head(features, torch.zeros(2, 2, 6, 4))
+
+
+@pytest.mark.parametrize("activation, alive", [("relu", False), ("softplus", True)])
+def test_output_activation_keeps_gradient_when_all_inputs_negative(activation, alive):
+    """A dead ReLU passes no gradient; softplus keeps the head trainable."""
+    head = DensityCountingHead(
+        in_feature="count",
+        in_channels=8,
+        num_channels=1,
+        output_norm="",
+        output_activation=activation,
+        count_loss_weight=1.0,
+    )
+    head.train()
+    with torch.no_grad():
+        head.predictor.bias.fill_(-20.0)  # every output pixel far below zero
+    feats = {"count": torch.randn(2, 8, 6, 6)}
+    targets = torch.full((2, 1, 6, 6), 5.0)
+    _, losses = head(feats, targets)
+    sum(losses.values()).backward()
+    grad = head.predictor.bias.grad.abs().sum().item()
+    assert (grad > 0) == alive
+
+
+def test_unknown_output_activation_is_refused():
+    with pytest.raises(ValueError, match="OUTPUT_ACTIVATION must be one of"):
+        DensityCountingHead(
+            in_feature="count", in_channels=8, num_channels=1, output_activation="tanh"
+        )
