@@ -6,7 +6,6 @@ source dataset is read only when the view is), and ``class_agnostic_config(cfg)`
 switch works for any registered dataset, including ones registered after import.
 """
 
-import copy
 import logging
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -36,46 +35,35 @@ def register_agnostic_view(name: str) -> str:
     """Register ``<name>_agnostic`` (idempotent) and return its name.
 
     ``name`` may already be a view's name (``X_agnostic``): the view of ``X`` is registered.
+    Nothing is read now, and the source need not be registered yet (RPC and D2S are registered
+    only where their files are): like any dataset name, a missing source fails when the view is
+    loaded, with a message naming it.
 
-    The view's metadata copies the source's (image root, ``evaluator_type`` "coco" for
-    detection AP) except the classes: one ``"object"`` class, dataset id 1 -> contiguous 0.
+    The view's metadata: one ``"object"`` class (dataset id 1 -> contiguous 0),
+    ``evaluator_type`` "coco" (detection AP; no ``json_file``, so COCOEvaluator converts the
+    agnostic dicts itself) and ``agnostic_source``.
     """
     view = agnostic_name(name)
     if view in DatasetCatalog.list():
         return view
     # A saved config (config.yaml of a training run) already names the views: rebuild them.
-    name = view[: -len(SUFFIX)]
-    if name not in DatasetCatalog.list():
-        raise KeyError(f"dataset {name!r} is not registered; cannot make a class-agnostic view")
-    DatasetCatalog.register(view, lambda: make_class_agnostic(DatasetCatalog.get(name)))
-    src = MetadataCatalog.get(name).as_dict()
-    # json_file would make COCOEvaluator read the source's categories; without it the
-    # evaluator converts the agnostic dicts itself.
-    keep = {k: v for k, v in src.items() if k not in _CLASS_KEYS and k != "name"}
-    keep["evaluator_type"] = "coco"
+    source = view[: -len(SUFFIX)]
+    DatasetCatalog.register(view, lambda: make_class_agnostic(_load_source(source, view)))
     MetadataCatalog.get(view).set(
-        **copy.deepcopy(keep),
         thing_classes=[OBJECT_CLASS],
         thing_dataset_id_to_contiguous_id={1: 0},
-        agnostic_source=name,
+        evaluator_type="coco",
+        agnostic_source=source,
     )
     return view
 
 
-_CLASS_KEYS = {
-    "thing_classes",
-    "thing_colors",
-    "thing_dataset_id_to_contiguous_id",
-    "json_file",
-    "evaluator_type",
-    "supercategories",
-    "thing_supercategories",
-    "supercategory_names",
-    "thing_supercategory_ids",
-    "categories_json",
-    "keypoint_names",
-    "keypoint_flip_map",
-}
+def _load_source(source: str, view: str) -> list[dict]:
+    if source not in DatasetCatalog.list():
+        raise KeyError(
+            f"dataset {source!r} (the source of the class-agnostic view {view!r}) is not registered"
+        )
+    return DatasetCatalog.get(source)
 
 
 def class_agnostic_config(cfg):

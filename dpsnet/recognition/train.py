@@ -12,6 +12,7 @@ import time
 import numpy as np
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from tqdm import tqdm
 
 from dpsnet.recognition.crops import (
     STORE_FACTOR,
@@ -235,7 +236,7 @@ def train_recognizer(cfg, output_dir: str, resume: bool = False) -> dict:
         model.train()
         sampler.set_epoch(epoch)
         losses, tic = [], time.perf_counter()
-        for batch in sampler:
+        for batch in tqdm(sampler, desc=f"epoch {epoch + 1}", leave=False):
             rows = train_rows[batch]
             x = augment_crops(stored[rows].float() / 255.0, size, gen, rotate=t.ROTATE)
             x = paste_clutter(x, t.CLUTTER_PROB, gen)
