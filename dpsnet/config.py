@@ -474,6 +474,11 @@ def _add_recognition_config(cfg: CN) -> None:
     cfg.RECOGNITION.GALLERY.UNKNOWN_DISTANCE = 0.0
     # At most this many exemplar embeddings per product kept in the gallery (0: all).
     cfg.RECOGNITION.GALLERY.MAX_PER_PRODUCT = 0
+    # Galleries written by tools/train_recognizer.py also hold each exemplar at its three other
+    # right-angle rotations (products lie at any angle on a tray); the paper: False.
+    cfg.RECOGNITION.GALLERY.ROTATIONS = False
+    # ... and this many copies of each exemplar under random lighting and blur (0: none).
+    cfg.RECOGNITION.GALLERY.JITTER_VIEWS = 0
 
     cfg.RECOGNITION.DETECTOR = CN()
     # Config file of the class-agnostic detector used by the DPSNetOpenSet pipeline.

@@ -27,6 +27,12 @@ def main(argv=None) -> int:
     parser.add_argument("--calibrate", nargs="*", help="labelled datasets for the threshold")
     parser.add_argument("--unknown-distance", type=float, help="fixed unknown distance")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--rotations", action="store_true", help="also embed each exemplar at 90/180/270 degrees"
+    )
+    parser.add_argument(
+        "--jitter-views", type=int, default=0, help="also embed N copies under random lighting"
+    )
     args = parser.parse_args(argv)
     setup_logger(name="dpsnet")
     try:
@@ -39,6 +45,8 @@ def main(argv=None) -> int:
             args.calibrate,
             args.unknown_distance,
             args.seed,
+            args.rotations,
+            args.jitter_views,
         )
     except (BadInputError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -11,6 +11,7 @@ from dpsnet.recognition.gallery import Gallery
 from dpsnet.recognition.train import (
     build_gallery,
     calibrate_unknown_distance,
+    embed_views,
     load_crops,
     product_catalog,
 )
@@ -28,6 +29,8 @@ def build_gallery_file(
     calibrate_datasets: list[str] | None = None,
     unknown_distance: float | None = None,
     seed: int = 0,
+    rotations: bool = False,
+    jitter_views: int = 0,
 ) -> Gallery:
     """Embed every exemplar box of ``datasets`` and write the gallery to ``output``.
 
@@ -39,14 +42,23 @@ def build_gallery_file(
         calibrate_datasets: labelled datasets (e.g. validation checkout images) whose crops set
             the unknown distance (98% of their correctly named crops fall inside it).
         unknown_distance: a fixed unknown distance instead (None and no calibration: never).
+        rotations, jitter_views: extra views of each exemplar (see ``train.embed_views``);
+            kept in the gallery, so that tools/add_product.py embeds new products alike.
     """
     model, extra = load_embedder(weights)
     size, padding = extra.get("crop_size", 224), extra.get("padding", 0.1)
     crops, ids, names = load_crops(datasets, size, padding, products=products)
     if len(ids) == 0:
         raise BadInputError(f"no exemplar boxes in {datasets} (products {products})")
+    views = {"rotations": rotations, "jitter_views": jitter_views}
     gallery = build_gallery(
-        model, crops, ids, names, {"crop_size": size, "padding": padding, "weights": weights}
+        model,
+        crops,
+        ids,
+        names,
+        {"crop_size": size, "padding": padding, "weights": weights},
+        views=views,
+        seed=seed,
     )
     gallery.limit_per_product(max_per_product, seed)
     if unknown_distance is not None:
@@ -130,7 +142,8 @@ def add_product_to_gallery(
         raise ValueError("give the product's exemplar images or a dataset holding them")
     if len(crops) == 0:
         raise BadInputError(f"no exemplars of product {product_id} in {images or dataset}")
-    gallery.add_product(product_id, name or str(product_id), model.embed(crops), replace)
+    emb = embed_views(model, crops, gallery.meta.get("views"), seed=product_id)
+    gallery.add_product(product_id, name or str(product_id), emb, replace)
     gallery.save(gallery_path)
     logger.info(
         "Added product %d (%s) to %s from %d exemplars",

@@ -79,6 +79,53 @@ def split_products(products, holdout_fraction: float, seed: int) -> tuple[list[i
     return [p for p in products if p not in set(held)], held
 
 
+def num_views(views: dict | None) -> int:
+    """How many embeddings :func:`embed_views` makes of each exemplar."""
+    if not views:
+        return 1
+    return 1 + 3 * bool(views.get("rotations")) + int(views.get("jitter_views", 0))
+
+
+def embed_views(
+    model: ProductEmbedder,
+    crops: torch.Tensor,
+    views: dict | None = None,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> np.ndarray:
+    """Embeddings of exemplar crops and, for a richer gallery, of views of them: the three other
+    right-angle rotations (products lie at any angle on a tray) and ``jitter_views`` copies
+    under random lighting and blur (as in training: strength 0.8, blur probability 0.5), the
+    k-th at rotation k mod 4 when rotations are on. Crops are processed by batches, so the
+    views are never all in memory.
+
+    Args:
+        crops: (N, 3, S, S) uint8 or [0, 1] float RGB crops.
+        views: ``{"rotations": bool, "jitter_views": int}``; None: the crops as they are.
+        seed: seed of the jitter.
+
+    Returns:
+        (N * V, D) float32 embeddings, view-major (rows ``v * N`` to ``(v + 1) * N - 1`` are
+        view ``v``), V = :func:`num_views`; product ids follow with ``np.tile(ids, V)``.
+    """
+    views = views or {}
+    rotations, jitter = bool(views.get("rotations")), int(views.get("jitter_views", 0))
+    generator = torch.Generator().manual_seed(seed)
+    out: list[list[torch.Tensor]] = [[] for _ in range(num_views(views))]
+    for start in range(0, len(crops), batch_size):
+        x = crops[start : start + batch_size]
+        x = x.float() / 255.0 if x.dtype == torch.uint8 else x
+        batch = [x] + ([torch.rot90(x, r, (2, 3)) for r in (1, 2, 3)] if rotations else [])
+        for k in range(jitter):
+            base = torch.rot90(x, k % 4, (2, 3)) if rotations else x
+            batch.append(photometric_jitter(base, 0.8, 0.5, generator))
+        for v, view in enumerate(batch):
+            out[v].append(model.embed(view, batch_size))
+    if len(crops) == 0:
+        return np.zeros((0, model.embed_dim), np.float32)
+    return torch.cat([torch.cat(v) for v in out]).numpy()
+
+
 def build_gallery(
     model: ProductEmbedder,
     crops: torch.Tensor,
@@ -86,11 +133,17 @@ def build_gallery(
     names: dict[int, str],
     meta: dict | None = None,
     backend: str = "numpy",
+    views: dict | None = None,
+    seed: int = 0,
 ) -> Gallery:
-    """A gallery of the embeddings of exemplar crops."""
-    emb = model.embed(crops).numpy()
+    """A gallery of the embeddings of exemplar crops (and of their views, see
+    :func:`embed_views`; the settings are kept in the gallery's metadata so that products
+    added later get the same views)."""
+    emb = embed_views(model, crops, views, seed)
+    product_ids = np.tile(np.asarray(product_ids), num_views(views))
     gallery_meta = {"embedder": {"arch": model.arch, "fingerprint": fingerprint(model)}}
     gallery_meta["embedder"].update(meta or {})
+    gallery_meta["views"] = dict(views or {})
     present = {int(p) for p in np.unique(product_ids)}
     return Gallery(
         emb,
@@ -137,6 +190,7 @@ def evaluate_holdout(
     val_ids: np.ndarray,
     held_out: list[int],
     meta: dict | None = None,
+    views: dict | None = None,
 ) -> tuple[dict, Gallery]:
     """The recogniser's validation figures, with held-out products added through the gallery.
 
@@ -151,7 +205,9 @@ def evaluate_holdout(
     """
     held = set(held_out)
     is_held_g = np.isin(gallery_ids, list(held))
-    gallery = build_gallery(model, gallery_crops[~is_held_g], gallery_ids[~is_held_g], names, meta)
+    gallery = build_gallery(
+        model, gallery_crops[~is_held_g], gallery_ids[~is_held_g], names, meta, views=views
+    )
     val_emb = model.embed(val_crops).numpy()
     is_held_v = np.isin(val_ids, list(held))
     metrics: dict = {"products_known": len(gallery.products), "products_added": len(held)}
@@ -167,7 +223,8 @@ def evaluate_holdout(
         for pid in sorted(held):
             rows = gallery_ids == pid
             if rows.any():
-                gallery.add_product(pid, names.get(pid, str(pid)), model.embed(gallery_crops[rows]))
+                emb = embed_views(model, gallery_crops[rows], views, seed=pid)
+                gallery.add_product(pid, names.get(pid, str(pid)), emb)
     gallery.unknown_distance = threshold
     pred, _ = gallery.classify(val_emb, float("inf"))
     metrics["all"] = classification_metrics(val_ids, pred)
@@ -215,6 +272,7 @@ def train_recognizer(cfg, output_dir: str, resume: bool = False) -> dict:
     optimizer = torch.optim.Adam(model.parameters(), lr=t.BASE_LR)
     sampler = PKBatchSampler(ids[train_rows], t.P, t.K, seed=t.SEED)
     crop_meta = {"crop_size": size, "padding": padding}
+    views = {"rotations": r.GALLERY.ROTATIONS, "jitter_views": r.GALLERY.JITTER_VIEWS}
     val_crops, val_ids, val_names = load_crops(t.VAL_DATASETS, size, padding)
     names.update(val_names)
     start_epoch, history = 0, []
@@ -250,7 +308,15 @@ def train_recognizer(cfg, output_dir: str, resume: bool = False) -> dict:
         history.append({"epoch": epoch + 1, "loss": float(np.mean(losses)), "mode": mode})
         if t.EVAL_PERIOD and (epoch + 1) % t.EVAL_PERIOD == 0 and epoch + 1 < t.EPOCHS:
             m, _ = evaluate_holdout(
-                model, gallery_crops, gallery_ids, names, val_crops, val_ids, held_out, crop_meta
+                model,
+                gallery_crops,
+                gallery_ids,
+                names,
+                val_crops,
+                val_ids,
+                held_out,
+                crop_meta,
+                views,
             )
             history[-1].update(known_top1=m["known"]["top1"], added_top1=m["added"]["top1"])
             logger.info(
@@ -283,7 +349,7 @@ def train_recognizer(cfg, output_dir: str, resume: bool = False) -> dict:
         {**crop_meta, "known_products": known, "held_out_products": held_out},
     )
     metrics, gallery = evaluate_holdout(
-        model, gallery_crops, gallery_ids, names, val_crops, val_ids, held_out, crop_meta
+        model, gallery_crops, gallery_ids, names, val_crops, val_ids, held_out, crop_meta, views
     )
     metrics.update(
         {

@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from dpsnet.recognition import UNKNOWN, Gallery, load_embedder
 from dpsnet.recognition.train import load_crops
@@ -127,3 +128,32 @@ def test_add_product_refuses_another_embedder(tiny_weights, tmp_path, capsys, mi
     argv = ["--gallery", str(path), "--weights", tiny_weights, "--id", "5"]
     assert _tool("add_product")([*argv, "--dataset", mini_world.names["train"]]) == 2
     assert "another recogniser" in capsys.readouterr().err
+
+
+def test_gallery_views_and_added_products_get_the_same(
+    mini_world, tiny_weights, exemplars, tmp_path
+):
+    from dpsnet.recognition.train import embed_views, num_views
+
+    crops, ids, _ = exemplars
+    model, _ = load_embedder(tiny_weights)
+    views = {"rotations": True, "jitter_views": 2}
+    assert num_views(views) == 6 and num_views(None) == 1
+    emb = embed_views(model, crops[:5], views, seed=0)
+    assert emb.shape == (30, 16)
+    # View-major: rows 5..9 are the 90-degree rotations of the five crops.
+    rotated = model.embed(torch.rot90(crops[:5].float() / 255, 1, (2, 3))).numpy()
+    assert np.allclose(emb[5:10], rotated, atol=1e-5)
+    assert np.allclose(emb[:5], model.embed(crops[:5]).numpy(), atol=1e-5)
+    assert np.allclose(embed_views(model, crops[:5], views, seed=0), emb)  # seeded
+
+    products = sorted(set(ids.tolist()))
+    path = tmp_path / "gallery.npz"
+    args = ["--weights", tiny_weights, "--datasets", mini_world.names["train"]]
+    args += ["--output", str(path), "--products", *map(str, products[:-1])]
+    assert _tool("build_gallery")([*args, "--rotations", "--jitter-views", "1"]) == 0
+    gallery = Gallery.load(path)
+    assert len(gallery) == 5 * int((ids != products[-1]).sum())
+    argv = ["--gallery", str(path), "--weights", tiny_weights, "--id", str(products[-1])]
+    assert _tool("add_product")([*argv, "--dataset", mini_world.names["train"]]) == 0
+    assert (Gallery.load(path).product_ids == products[-1]).sum() == 5 * (ids == products[-1]).sum()
