@@ -20,7 +20,8 @@ import torch
 from detectron2.utils.logger import setup_logger
 
 from dpsnet.engine import ConfigError, load_config
-from dpsnet.recognition.train import train_recognizer
+from dpsnet.recognition.train import evaluate_recognizer, train_recognizer
+from dpsnet.utils.io import BadInputError
 
 
 def main(argv=None) -> int:
@@ -28,6 +29,11 @@ def main(argv=None) -> int:
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--output-dir", default="", help="default: the config's OUTPUT_DIR")
     parser.add_argument("--resume", action="store_true", help="continue last_checkpoint.pth")
+    parser.add_argument(
+        "--eval-only",
+        action="store_true",
+        help="evaluate model_final.pth of the output folder again (gallery as the config says)",
+    )
     parser.add_argument("--num-threads", type=int, default=0, help="torch CPU threads (0: all)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
@@ -39,7 +45,15 @@ def main(argv=None) -> int:
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
     setup_logger(name="dpsnet")
-    metrics = train_recognizer(cfg, args.output_dir or cfg.OUTPUT_DIR, resume=args.resume)
+    output_dir = args.output_dir or cfg.OUTPUT_DIR
+    try:
+        if args.eval_only:
+            metrics = evaluate_recognizer(cfg, output_dir)
+        else:
+            metrics = train_recognizer(cfg, output_dir, resume=args.resume)
+    except BadInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     summary = {k: metrics[k] for k in ("all", "known", "added", "unknown_distance")}
     print(json.dumps(summary, indent=2))
     return 0

@@ -348,16 +348,59 @@ def train_recognizer(cfg, output_dir: str, resume: bool = False) -> dict:
         os.path.join(output_dir, "model_final.pth"),
         {**crop_meta, "known_products": known, "held_out_products": held_out},
     )
+    return _final_evaluation(
+        cfg, output_dir, model, (gallery_crops, gallery_ids), (val_crops, val_ids), names,
+        held_out, {"history": history},
+    )  # fmt: skip
+
+
+def evaluate_recognizer(cfg, output_dir: str) -> dict:
+    """Evaluate a trained recogniser again (``tools/train_recognizer.py --eval-only``): read
+    ``model_final.pth`` from ``output_dir``, build the gallery as ``cfg`` says now (e.g. other
+    RECOGNITION.GALLERY views) with the checkpoint's held-out products added through it, and
+    rewrite ``gallery.npz`` and ``metrics.json`` (the training history is kept).
+
+    Returns:
+        The metrics written to ``metrics.json``.
+    """
+    from dpsnet.recognition.embedder import load_embedder
+
+    t = cfg.RECOGNITION.TRAIN
+    model, extra = load_embedder(os.path.join(output_dir, "model_final.pth"))
+    size, padding = extra["crop_size"], extra["padding"]
+    gallery_sets = list(t.GALLERY_DATASETS or t.DATASETS)
+    gallery_crops, gallery_ids, names = load_crops(gallery_sets, size, padding)
+    val_crops, val_ids, val_names = load_crops(t.VAL_DATASETS, size, padding)
+    names.update(val_names)
+    previous = {}
+    if os.path.isfile(os.path.join(output_dir, "metrics.json")):
+        with open(os.path.join(output_dir, "metrics.json")) as f:
+            previous = {k: v for k, v in json.load(f).items() if k == "history"}
+    return _final_evaluation(
+        cfg, output_dir, model, (gallery_crops, gallery_ids), (val_crops, val_ids), names,
+        extra["held_out_products"], previous, crop_meta={"crop_size": size, "padding": padding},
+    )  # fmt: skip
+
+
+def _final_evaluation(
+    cfg, output_dir, model, gallery_set, val_set, names, held_out, extra, crop_meta=None
+) -> dict:
+    """Validation figures with the held-out products added through the gallery; writes
+    ``gallery.npz`` and ``metrics.json``."""
+    r, t = cfg.RECOGNITION, cfg.RECOGNITION.TRAIN
+    crop_meta = crop_meta or {"crop_size": r.CROP.SIZE, "padding": r.CROP.PADDING}
+    views = {"rotations": r.GALLERY.ROTATIONS, "jitter_views": r.GALLERY.JITTER_VIEWS}
     metrics, gallery = evaluate_holdout(
-        model, gallery_crops, gallery_ids, names, val_crops, val_ids, held_out, crop_meta, views
+        model, *gallery_set, names, *val_set, held_out, crop_meta, views
     )
     metrics.update(
         {
             "train_datasets": list(t.DATASETS),
-            "gallery_datasets": gallery_sets,
+            "gallery_datasets": list(t.GALLERY_DATASETS or t.DATASETS),
+            "gallery_views": views,
             "val_datasets": list(t.VAL_DATASETS),
-            "held_out_products": held_out,
-            "history": history,
+            "held_out_products": list(held_out),
+            **extra,
         }
     )
     gallery.save(os.path.join(output_dir, "gallery.npz"))

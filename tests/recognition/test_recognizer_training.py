@@ -62,6 +62,16 @@ def test_train_writes_a_model_a_gallery_and_metrics_and_resumes(mini_world, tmp_
     assert set(held) <= set(gallery.products) and len(gallery.products) == 6
     assert gallery.unknown_distance == pytest.approx(metrics["unknown_distance"])
 
+    # --eval-only: the same model, a gallery with rotated views; the history is kept.
+    views = ["RECOGNITION.GALLERY.ROTATIONS", "True"]
+    argv = ["--config-file", "", "--output-dir", str(out), "--eval-only", *opts, *views]
+    assert main(argv) == 0
+    again = json.loads((out / "metrics.json").read_text())
+    assert again["gallery_views"] == {"rotations": True, "jitter_views": 0}
+    assert again["history"] == metrics["history"] and again["held_out_products"] == held
+    assert len(Gallery.load(out / "gallery.npz")) == 4 * len(gallery)
+    assert main(["--config-file", "", "--output-dir", str(tmp_path / "none"), "--eval-only"]) == 2
+
     # Resume: a third epoch on top of the checkpoint equals an uninterrupted three-epoch run.
     cfg3 = load_config(None, _opts(mini_world, 3))
     resumed = train_recognizer(cfg3, str(out), resume=True)
