@@ -16,8 +16,40 @@ def add_dpsnet_config(cfg: CN) -> None:
     _add_render_config(cfg)
     _add_distill_config(cfg)
     _add_recognition_config(cfg)
+    _add_pretrain_config(cfg)
     _add_test_config(cfg)
     _add_datasets_config(cfg)
+    _add_solver_config(cfg)
+
+
+def _add_solver_config(cfg: CN) -> None:
+    """SOLVER.OPTIMIZER: detectron2's SGD or AdamW (dpsnet.engine.trainer.build_optimizer)."""
+    # "SGD" (detectron2's, with SOLVER.MOMENTUM/NESTEROV) or "ADAMW" (SOLVER.ADAM_BETAS).
+    cfg.SOLVER.OPTIMIZER = "SGD"
+    # AdamW's (beta1, beta2).
+    cfg.SOLVER.ADAM_BETAS = (0.9, 0.999)
+
+
+def _add_pretrain_config(cfg: CN) -> None:
+    """PRETRAIN.*: the trunk as a crop classifier before detection (tools/pretrain_backbone.py)."""
+    cfg.PRETRAIN = CN()
+    # Datasets whose boxes give the labelled crops; empty: DATASETS.TRAIN. Training data only.
+    cfg.PRETRAIN.DATASETS = []
+    # Side of a crop in pixels (near the products' size at the detector's input scale).
+    cfg.PRETRAIN.CROP_SIZE = 64
+    # Context around a box on each side, as a fraction of its longer side.
+    cfg.PRETRAIN.PADDING = 0.1
+    # Iterations, crops per iteration, AdamW learning rate (linear warm-up, then cosine).
+    cfg.PRETRAIN.MAX_ITER = 300
+    cfg.PRETRAIN.IMS_PER_BATCH = 64
+    cfg.PRETRAIN.BASE_LR = 0.002
+    cfg.PRETRAIN.WARMUP_ITERS = 20
+    cfg.PRETRAIN.WEIGHT_DECAY = 0.05
+    # Lighting jitter strength (0-1) and blur probability of the training crops.
+    cfg.PRETRAIN.COLOR_JITTER = 0.5
+    cfg.PRETRAIN.BLUR_PROB = 0.2
+    # Share of the crops held out (seeded) to report the classifier's accuracy; never selects.
+    cfg.PRETRAIN.HOLDOUT_FRACTION = 0.1
 
 
 def _add_datasets_config(cfg: CN) -> None:
@@ -45,6 +77,9 @@ def _add_model_config(cfg: CN) -> None:
     cfg.MODEL.DPSNET.COUNT_PYRAMID.OUT_CHANNELS = 0
     # Normalisation of its 1x1 lateral convs ("", "GN", "BN", ...); "same": MODEL.FPN.NORM.
     cfg.MODEL.DPSNET.COUNT_PYRAMID.NORM = "same"
+    # Stop the counting losses' gradient at the detection levels (the paper: False, shared).
+    # From scratch on a short schedule the shared gradient cost the detector most of its mAP.
+    cfg.MODEL.DPSNET.COUNT_PYRAMID.DETACH_INPUT = False
 
     # Count-guided inference (beyond the paper): the counting view settles how many detections an
     # image keeps, instead of one global score threshold.

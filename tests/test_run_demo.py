@@ -52,4 +52,4 @@ def test_a_failing_stage_stops_with_its_status(run_demo, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         runner.run(2, "synthesize", [sys.executable, "-c", "raise SystemExit(3)"], [])
     assert exit_info.value.code == 3
-    assert "[3/5] synthesize: failed (exit status 3)" in capsys.readouterr().out
+    assert "[3/6] synthesize: failed (exit status 3)" in capsys.readouterr().out

@@ -10,10 +10,12 @@ Stages, each one of dpsnet's tools run as its own process (their progress bars s
     1. world       datasets/make_mini_world.py      the mini checkout world (RPC layout)
     2. masks       tools/extract_masks.py           exemplar masks, quality, pose pruning
     3. synthesize  tools/synthesize.py              checkout scenes from the kept exemplars
-    4. distill     tools/distill.py                 round 0 on the scenes, then pseudo-label
+    4. pretrain    tools/pretrain_backbone.py       the detector's trunk as a product classifier
+                                                    on crops of the scenes (no ImageNet here)
+    5. distill     tools/distill.py                 round 0 on the scenes, then pseudo-label
                                                     rounds on the unlabelled pool, each
                                                     evaluated on the held-out test split
-    5. report      demo/demo.py                     the last round's model checks out the test
+    6. report      demo/demo.py                     the last round's model checks out the test
                                                     folder: annotated images, receipts,
                                                     report.html with the evaluator's metrics
 
@@ -38,7 +40,7 @@ from dpsnet.utils.io import atomic_write_json, load_json
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "MiniWorld" / "demo.yaml"
-STAGES = ("world", "masks", "synthesize", "distill", "report")
+STAGES = ("world", "masks", "synthesize", "pretrain", "distill", "report")
 
 #: --quick: a tiny world and a few training iterations; checks the chain, not the figures.
 QUICK_WORLD = dict(
@@ -64,6 +66,8 @@ QUICK_OPTS = [
     "MODEL.ROI_HEADS.NUM_CLASSES", "6",
     "INPUT.MIN_SIZE_TRAIN", "(160,)",
     "INPUT.MIN_SIZE_TEST", "160",
+    "PRETRAIN.MAX_ITER", "10",
+    "PRETRAIN.IMS_PER_BATCH", "16",
 ]  # fmt: skip
 
 
@@ -180,7 +184,7 @@ def main(argv=None) -> int:
     synth_json = synth / "instances_synth.json"
     times["synthesize"] = runner.run(2, "synthesize", cmd, [synth_json])
 
-    # 4. distillation rounds (round 0 = synthesis only), each evaluated on the test split
+    # 4. the detector's trunk pretrained on crops of the scenes (a stand-in for ImageNet)
     distill = out / "distill"
     register = [("mini_synth", str(synth_json), str(synth / "images"))]
     train_opts = [
@@ -191,10 +195,21 @@ def main(argv=None) -> int:
     if args.quick:
         train_opts += QUICK_OPTS
     train_opts += args.opts
-    cmd = [py, "tools/distill.py", "--config-file", args.config_file, *train_opts]
-    times["distill"] = runner.run(3, "distill", cmd, [distill / "distill_report.json"])
+    backbone = out / "pretrain" / "backbone.pth"
+    cmd = [
+        py, "tools/pretrain_backbone.py",
+        "--config-file", args.config_file,
+        "--output", str(backbone),
+        *train_opts[2:],
+    ]  # fmt: skip
+    times["pretrain"] = runner.run(3, "pretrain", cmd, [backbone])
 
-    # 5. the demo on the test folder with the last round's model and its metrics
+    # 5. distillation rounds (round 0 = synthesis only), each evaluated on the test split
+    train_opts += ["MODEL.WEIGHTS", str(backbone)]
+    cmd = [py, "tools/distill.py", "--config-file", args.config_file, *train_opts]
+    times["distill"] = runner.run(4, "distill", cmd, [distill / "distill_report.json"])
+
+    # 6. the demo on the test folder with the last round's model and its metrics
     cfg = load_config(args.config_file, train_opts)  # the settings the demo's model runs with
     guided = cfg.MODEL.DPSNET.COUNT_GUIDED.ENABLED
     report = load_json(distill / "distill_report.json")
@@ -208,9 +223,9 @@ def main(argv=None) -> int:
         "--input", str(world / "test2019"),
         "--output", str(demo_out),
         "--metrics-json", str(metrics_json),
-        "--opts", "MODEL.WEIGHTS", last["weights"], *train_opts[2:],
+        "--opts", *train_opts[2:], "MODEL.WEIGHTS", last["weights"],
     ]  # fmt: skip
-    times["report"] = runner.run(4, "report", cmd, [demo_out / "report.html"])
+    times["report"] = runner.run(5, "report", cmd, [demo_out / "report.html"])
 
     rows = [_round_row(r, mode) for r in report["rounds"]]
     summary = {

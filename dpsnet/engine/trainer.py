@@ -8,6 +8,7 @@ for DPSNet), the evaluators (RPC checkout metrics for datasets whose ``evaluator
 import logging
 import os
 
+import torch
 from detectron2.data import (
     DatasetMapper,
     MetadataCatalog,
@@ -16,6 +17,8 @@ from detectron2.data import (
 )
 from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
+from detectron2.solver import build_optimizer as build_sgd_optimizer
+from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +53,38 @@ def build_evaluator(cfg, dataset_name: str, output_folder: str | None = None):
     )
 
 
+def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """detectron2's SGD, or AdamW (``SOLVER.OPTIMIZER``), with detectron2's parameter groups.
+
+    AdamW uses ``SOLVER.BASE_LR``, ``SOLVER.WEIGHT_DECAY`` (and the norm/bias overrides) and
+    ``SOLVER.ADAM_BETAS``; gradient clipping follows ``SOLVER.CLIP_GRADIENTS`` for both.
+    """
+    name = str(cfg.SOLVER.OPTIMIZER).upper()
+    if name == "SGD":
+        return build_sgd_optimizer(cfg, model)
+    if name != "ADAMW":
+        raise ValueError(f"SOLVER.OPTIMIZER must be 'SGD' or 'ADAMW', got {cfg.SOLVER.OPTIMIZER!r}")
+    params = get_default_optimizer_params(
+        model,
+        base_lr=cfg.SOLVER.BASE_LR,
+        weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+        bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
+        weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+    )
+    return maybe_add_gradient_clipping(cfg, torch.optim.AdamW)(
+        params,
+        lr=cfg.SOLVER.BASE_LR,
+        betas=tuple(cfg.SOLVER.ADAM_BETAS),
+        weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+    )
+
+
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with dpsnet's mapper and evaluators."""
+    """DefaultTrainer with dpsnet's mapper, evaluators and optimizer choice."""
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        return build_optimizer(cfg, model)
 
     @classmethod
     def build_train_loader(cls, cfg):

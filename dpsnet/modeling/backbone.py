@@ -123,6 +123,8 @@ class DPSNetFPN(FPN):
         count_stride: stride of the counting feature (8 in the paper).
         count_channels: its channels; 0: the FPN's.
         count_norm: normalisation of its laterals.
+        count_detach: feed the counting pyramid detached detection levels, so that the counting
+            losses train the counting view only and never move the shared backbone and FPN.
         **kwargs: as :class:`detectron2.modeling.backbone.FPN`.
     """
 
@@ -133,9 +135,11 @@ class DPSNetFPN(FPN):
         count_stride: int = 8,
         count_channels: int = 0,
         count_norm: str = "",
+        count_detach: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.count_detach = count_detach
         shapes = super().output_shape()
         missing = [f for f in count_in_features if f not in shapes]
         if missing:
@@ -153,7 +157,8 @@ class DPSNetFPN(FPN):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Detection levels ``"p2"``... plus ``"count"``, for a (B, 3, H, W) padded batch."""
         results = super().forward(x)
-        results[COUNT_FEATURE] = self.count_pyramid(results)
+        inputs = {k: v.detach() for k, v in results.items()} if self.count_detach else results
+        results[COUNT_FEATURE] = self.count_pyramid(inputs)
         return results
 
     def output_shape(self) -> dict[str, ShapeSpec]:
@@ -184,4 +189,5 @@ def build_dpsnet_resnet_fpn_backbone(cfg, input_shape: ShapeSpec):
         count_stride=cfg.MODEL.COUNTING_HEAD.STRIDE,
         count_channels=pyramid.OUT_CHANNELS,
         count_norm=norm,
+        count_detach=pyramid.DETACH_INPUT,
     )

@@ -71,3 +71,19 @@ def test_instance_norm_of_the_head_is_per_channel_per_image(cfg):
     norm = _norm("IN", 4)
     x = torch.randn(2, 4, 5, 6) * 3 + 7
     torch.testing.assert_close(norm(x), torch.nn.functional.instance_norm(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("detach", [False, True])
+def test_detached_counting_pyramid_keeps_its_gradient_out_of_the_detector(cfg, detach):
+    cfg.MODEL.DPSNET.COUNT_PYRAMID.DETACH_INPUT = detach
+    backbone = build_backbone(cfg)
+    out = backbone(torch.randn(1, 3, 128, 128))
+    out[COUNT_FEATURE].square().mean().backward()
+    stem = backbone.fpn_output3.weight.grad
+    assert (stem is not None and stem.abs().sum() > 0) != detach
+    lateral = next(backbone.count_pyramid.parameters()).grad
+    assert lateral is not None and lateral.abs().sum() > 0
+    # The detection levels are the same either way.
+    torch.manual_seed(0)
+    x = torch.randn(1, 3, 128, 128)
+    assert torch.equal(backbone(x)["p3"], backbone(x)["p3"])

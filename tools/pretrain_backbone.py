@@ -1,0 +1,53 @@
+#!/usr/bin/env python
+"""Pretrain the detector's ResNet trunk as a product classifier on crops of training boxes.
+
+    python tools/pretrain_backbone.py --config-file configs/MiniWorld/demo.yaml \\
+        --output output/pretrain/backbone.pth DATASETS.TRAIN '("mini_synth",)'
+    python tools/train_net.py --config-file C MODEL.WEIGHTS output/pretrain/backbone.pth
+
+The stand-in for ImageNet weights where none can be downloaded (dpsnet/engine/pretrain.py).
+Writes the checkpoint (``backbone.bottom_up.*`` tensors, what MODEL.WEIGHTS loads) and a JSON of
+its figures beside it. Users with real pretrained weights skip this and set MODEL.WEIGHTS.
+"""
+
+import dpsnet  # noqa: F401  (first: shims detectron2 0.6, registers datasets)
+
+# isort: split
+import argparse
+import json
+import sys
+
+import torch
+from detectron2.utils.logger import setup_logger
+
+from dpsnet.engine import ConfigError, load_config
+from dpsnet.engine.pretrain import pretrain_backbone
+from dpsnet.utils.io import BadInputError
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    parser.add_argument("--config-file", required=True)
+    parser.add_argument("--output", required=True, help="the .pth to write")
+    parser.add_argument("--num-threads", type=int, default=0, help="torch CPU threads (0: all)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config_file, args.opts)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.num_threads:
+        torch.set_num_threads(args.num_threads)
+    setup_logger(name="dpsnet")
+    try:
+        metrics = pretrain_backbone(cfg, args.output)
+    except (BadInputError, ValueError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps({k: metrics[k] for k in ("crops", "classes", "heldout_accuracy")}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
