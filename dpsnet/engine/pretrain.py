@@ -128,7 +128,7 @@ def pretrain_backbone(cfg, output_path: str) -> dict:
     model = CropClassifier(cfg, len(classes))
     model.train()
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=float(p.BASE_LR), weight_decay=float(p.WEIGHT_DECAY)
+        model.parameters(), lr=float(p.BASE_LR), weight_decay=float(p.WEIGHT_DECAY), fused=True
     )
     iters, warmup = int(p.MAX_ITER), max(int(p.WARMUP_ITERS), 1)
 
