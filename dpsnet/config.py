@@ -207,6 +207,9 @@ def _add_synthesis_compose_config(cfg: CN) -> None:
     cfg.SYNTHESIS.COMPOSE = CN()
     # index.json of tools/extract_masks.py: its items with kept=true are pasted.
     cfg.SYNTHESIS.COMPOSE.MASKS_INDEX = ""
+    # Category ids whose exemplars are never pasted (e.g. the products an open-set recogniser
+    # holds out, so that they reach it through the gallery alone); the categories stay listed.
+    cfg.SYNTHESIS.COMPOSE.EXCLUDE_CATEGORIES = []
     # Output folder: instances.json, images/, labels/ (per-image labels, for resuming), report.
     cfg.SYNTHESIS.COMPOSE.OUTPUT_DIR = "output/synth"
     # Number of scenes; scene i depends only on (SYNTHESIS.SEED, i), the config and the index.
@@ -470,6 +473,15 @@ def _add_recognition_config(cfg: CN) -> None:
     cfg.RECOGNITION.TRAIN.EPOCHS = 30
     # Epochs with the "batch-all" triplet loss before switching to "batch-hard" (curriculum).
     cfg.RECOGNITION.TRAIN.ALL_TRIPLET_EPOCHS = 10
+    # First epochs trained as a softmax classifier of the known products alone (cross-entropy
+    # on a training-only BNNeck classifier over the embedding), before the triplet curriculum;
+    # ALL_TRIPLET_EPOCHS still counts from the first epoch. 0: none (the paper).
+    cfg.RECOGNITION.TRAIN.CLASSIFY_EPOCHS = 0
+    # Weight of that cross-entropy added to the triplet loss in the triplet epochs ("Bag of
+    # Tricks", Luo et al. 2019); 0: triplet loss alone (the paper).
+    cfg.RECOGNITION.TRAIN.CE_WEIGHT = 0.0
+    # Label smoothing of the cross-entropy (Luo et al.: 0.1).
+    cfg.RECOGNITION.TRAIN.CE_LABEL_SMOOTHING = 0.1
     # Adam learning rate (the paper: 1e-2, then 1e-3).
     cfg.RECOGNITION.TRAIN.BASE_LR = 1e-3
     # Epoch at which the learning rate is multiplied by LR_DROP_FACTOR (0: never).

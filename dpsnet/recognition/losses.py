@@ -69,3 +69,23 @@ def batch_hard_triplet_loss(embeddings: torch.Tensor, labels: torch.Tensor) -> t
     hardest_pos = d.masked_fill(~pos, float("-inf")).max(1).values
     hardest_neg = d.masked_fill(~neg, float("inf")).min(1).values
     return soft_margin(hardest_pos[keep], hardest_neg[keep]).mean()
+
+
+class BNNeckClassifier(torch.nn.Module):
+    """A training-only softmax classifier over the embedding ("BNNeck", Luo et al., "Bag of
+    Tricks and a Strong Baseline for Deep Person Re-identification"): batch normalisation, then
+    a linear layer without bias. The triplet loss acts on the embedding, the cross-entropy on
+    the normalised one, so the two do not fight over its scale. It is dropped after training:
+    the gallery names crops, so products added later need no classifier weights.
+    """
+
+    def __init__(self, embed_dim: int, num_classes: int):
+        super().__init__()
+        self.bn = torch.nn.BatchNorm1d(embed_dim)
+        self.bn.bias.requires_grad_(False)  # as in the paper: no shift before the classifier
+        self.fc = torch.nn.Linear(embed_dim, num_classes, bias=False)
+        torch.nn.init.normal_(self.fc.weight, std=0.001)
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """(N, D) embeddings -> (N, C) logits."""
+        return self.fc(self.bn(embeddings))

@@ -24,7 +24,11 @@ from dpsnet.recognition.crops import (
 )
 from dpsnet.recognition.embedder import ProductEmbedder, fingerprint, save_embedder
 from dpsnet.recognition.gallery import UNKNOWN, Gallery
-from dpsnet.recognition.losses import batch_all_triplet_loss, batch_hard_triplet_loss
+from dpsnet.recognition.losses import (
+    BNNeckClassifier,
+    batch_all_triplet_loss,
+    batch_hard_triplet_loss,
+)
 from dpsnet.recognition.sampler import PKBatchSampler
 from dpsnet.utils.io import atomic_path, atomic_write_json
 
@@ -269,7 +273,15 @@ def train_recognizer(cfg, output_dir: str, resume: bool = False) -> dict:
     )
     torch.manual_seed(t.SEED)  # the initial weights
     model = ProductEmbedder(cfg)
-    optimizer = torch.optim.Adam(model.parameters(), lr=t.BASE_LR)
+    params = list(model.parameters())
+    # Optional softmax cross-entropy over the known products (training only; see
+    # BNNeckClassifier): the classifier's class k is known[k].
+    classifier = None
+    if t.CE_WEIGHT > 0 or t.CLASSIFY_EPOCHS > 0:
+        classifier = BNNeckClassifier(model.embed_dim, len(known))
+        params += [p for p in classifier.parameters() if p.requires_grad]
+    class_of = torch.from_numpy(np.searchsorted(np.asarray(known), ids).astype(np.int64))
+    optimizer = torch.optim.Adam(params, lr=t.BASE_LR)
     sampler = PKBatchSampler(ids[train_rows], t.P, t.K, seed=t.SEED)
     crop_meta = {"crop_size": size, "padding": padding}
     views = {"rotations": r.GALLERY.ROTATIONS, "jitter_views": r.GALLERY.JITTER_VIEWS}
@@ -280,6 +292,8 @@ def train_recognizer(cfg, output_dir: str, resume: bool = False) -> dict:
     if resume and os.path.isfile(ckpt_path):
         state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
         model.load_state_dict(state["model"])
+        if classifier is not None:
+            classifier.load_state_dict(state["classifier"])
         optimizer.load_state_dict(state["optimizer"])
         start_epoch, history = state["epoch"], state["history"]
         logger.info("Resumed from %s at epoch %d", ckpt_path, start_epoch)
@@ -290,8 +304,11 @@ def train_recognizer(cfg, output_dir: str, resume: bool = False) -> dict:
         for group in optimizer.param_groups:
             group["lr"] = lr
         mode = "all" if epoch < t.ALL_TRIPLET_EPOCHS else "hard"
+        mode = "classify" if epoch < t.CLASSIFY_EPOCHS else mode
         loss_fn = batch_all_triplet_loss if mode == "all" else batch_hard_triplet_loss
         model.train()
+        if classifier is not None:
+            classifier.train()
         sampler.set_epoch(epoch)
         losses, tic = [], time.perf_counter()
         for batch in tqdm(sampler, desc=f"epoch {epoch + 1}", leave=False):
@@ -300,7 +317,14 @@ def train_recognizer(cfg, output_dir: str, resume: bool = False) -> dict:
             x = paste_clutter(x, t.CLUTTER_PROB, gen)
             x = photometric_jitter(x, t.COLOR_JITTER, t.BLUR_PROB, gen)
             x = random_erase(x, t.ERASE_PROB, gen)
-            loss = loss_fn(model(x), torch.from_numpy(ids[rows]))
+            emb = model(x)
+            if mode == "classify":
+                loss = _cross_entropy(classifier, emb, class_of[rows], t.CE_LABEL_SMOOTHING)
+            else:
+                loss = loss_fn(emb, torch.from_numpy(ids[rows]))
+                if classifier is not None and t.CE_WEIGHT > 0:
+                    ce = _cross_entropy(classifier, emb, class_of[rows], t.CE_LABEL_SMOOTHING)
+                    loss = loss + t.CE_WEIGHT * ce
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -337,6 +361,7 @@ def train_recognizer(cfg, output_dir: str, resume: bool = False) -> dict:
         if (epoch + 1) % t.CHECKPOINT_PERIOD == 0 or epoch + 1 == t.EPOCHS:
             state = {
                 "model": model.state_dict(),
+                "classifier": classifier.state_dict() if classifier is not None else None,
                 "optimizer": optimizer.state_dict(),
                 "epoch": epoch + 1,
                 "history": history,
@@ -409,6 +434,11 @@ def _final_evaluation(
         "Recogniser validation: %s", json.dumps({k: metrics[k] for k in ("known", "added")})
     )
     return metrics
+
+
+def _cross_entropy(classifier, embeddings, classes, label_smoothing: float) -> torch.Tensor:
+    logits = classifier(embeddings)
+    return torch.nn.functional.cross_entropy(logits, classes, label_smoothing=label_smoothing)
 
 
 def _limit_per_product(crops, ids, max_per_product: int, seed: int):

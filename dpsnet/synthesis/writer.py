@@ -203,6 +203,14 @@ def spec_from_config(cfg, *, overwrite: bool = False, pool=None):
     if c.IMAGE_FORMAT not in ("jpg", "png"):
         raise ValueError(f"SYNTHESIS.COMPOSE.IMAGE_FORMAT must be jpg or png, not {c.IMAGE_FORMAT}")
     items, categories, _ = load_index(c.MASKS_INDEX)
+    excluded = {int(x) for x in c.EXCLUDE_CATEGORIES}
+    unknown = excluded - {int(cat["id"]) for cat in categories}
+    if unknown:
+        raise BadInputError(
+            f"{c.MASKS_INDEX}: SYNTHESIS.COMPOSE.EXCLUDE_CATEGORIES names category ids "
+            f"{sorted(unknown)} that the index does not have"
+        )
+    items = [it for it in items if it.category_id not in excluded]
     if not items:
         raise BadInputError(f"{c.MASKS_INDEX}: no item is kept")
     items, skipped = check_items(items, pool)

@@ -36,3 +36,18 @@ def test_config_loads(path):
         assert not cfg.RECOGNITION.CLASS_AGNOSTIC and cfg.RECOGNITION.DETECTOR.CONFIG_FILE
     else:
         assert cfg.RECOGNITION.TRAIN.DATASETS and cfg.RECOGNITION.TRAIN.VAL_DATASETS
+
+
+def test_synthesized_scenes_leave_out_exactly_the_held_out_products():
+    """configs/OpenSet/synth_known_mini.yaml excludes the products the mini recogniser holds
+    out; were the split's seed or fraction changed, held-out products would reach training."""
+    from dpsnet.data.mini_world.build import DEFAULT_SIZES
+    from dpsnet.recognition.train import split_products
+
+    root = Path(__file__).resolve().parents[2]
+    synth = load_config(str(root / "configs" / "OpenSet" / "synth_known_mini.yaml"))
+    products = range(1, DEFAULT_SIZES["num_products"] + 1)  # the mini world's category ids
+    for name in ("recognizer_R_18_mini.yaml", "recognizer_R_18_mini_synth.yaml"):
+        t = load_config(str(root / "configs" / "OpenSet" / name)).RECOGNITION.TRAIN
+        _, held = split_products(products, t.HOLDOUT_FRACTION, t.SEED)
+        assert sorted(synth.SYNTHESIS.COMPOSE.EXCLUDE_CATEGORIES) == held, name

@@ -101,3 +101,26 @@ def test_gallery_from_exemplars_when_training_adds_scenes(mini_world, tmp_path):
     assert len(gallery) == mini_world.counts["train"]["instances"]
     assert metrics["gallery_datasets"] == [train]
     assert len(metrics["held_out_products"]) == 2
+
+
+@pytest.mark.slow
+def test_classification_warm_up_and_cross_entropy_resume(mini_world, tmp_path):
+    """CLASSIFY_EPOCHS trains with cross-entropy alone, CE_WEIGHT adds it to the triplet loss;
+    the classifier is resumed from the checkpoint and left out of the saved embedder."""
+    out = tmp_path / "ce"
+    ce = ["RECOGNITION.TRAIN.CLASSIFY_EPOCHS", "1", "RECOGNITION.TRAIN.CE_WEIGHT", "0.5"]
+    metrics = train_recognizer(load_config(None, _opts(mini_world, 2) + ce), str(out))
+    assert [h["mode"] for h in metrics["history"]] == ["classify", "hard"]
+    ckpt = torch.load(out / "last_checkpoint.pth", weights_only=False)
+    assert ckpt["classifier"]["fc.weight"].shape == (4, 16)  # 4 known products, D = 16
+    load_embedder(str(out / "model_final.pth"))  # strict: an embedder's keys and no others
+
+    cfg3 = load_config(None, _opts(mini_world, 3) + ce)
+    resumed = train_recognizer(cfg3, str(out), resume=True)
+    fresh = train_recognizer(cfg3, str(tmp_path / "fresh"))
+    assert [h["loss"] for h in resumed["history"]] == pytest.approx(
+        [h["loss"] for h in fresh["history"]], rel=1e-4
+    )
+    # Without the cross-entropy the same third epoch has another loss.
+    plain = train_recognizer(load_config(None, _opts(mini_world, 3)), str(tmp_path / "plain"))
+    assert plain["history"][2]["loss"] != pytest.approx(fresh["history"][2]["loss"], rel=1e-3)

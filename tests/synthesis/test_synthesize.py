@@ -212,3 +212,19 @@ def test_bad_exemplars_are_reported_and_the_run_goes_on(index, tmp_path, caplog)
     assert "broken.jpg" in caplog.text and "blank.png" in caplog.text
     anns = json.loads((tmp_path / "out" / "instances_synth.json").read_text())["annotations"]
     assert not {a["exemplar_id"] for a in anns} & set(skipped)
+
+
+def test_excluded_categories_are_never_pasted(index, reference, tmp_path):
+    ref, _ = reference
+    pasted = {
+        a["category_id"]
+        for a in json.loads((ref / "instances_synth.json").read_text())["annotations"]
+    }
+    drop = sorted(pasted)[:2]
+    _run(index, tmp_path / "ex", "SYNTHESIS.COMPOSE.EXCLUDE_CATEGORIES", str(drop))
+    data = json.loads((tmp_path / "ex" / "instances_synth.json").read_text())
+    kept = {a["category_id"] for a in data["annotations"]}
+    assert kept and not kept & set(drop)
+    assert {c["id"] for c in data["categories"]} >= set(drop)  # the class ids stay the same
+    with pytest.raises(BadInputError, match=r"EXCLUDE_CATEGORIES.*\[999\]"):
+        _run(index, tmp_path / "bad", "SYNTHESIS.COMPOSE.EXCLUDE_CATEGORIES", "[999]")
