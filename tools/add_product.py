@@ -4,6 +4,9 @@
     python tools/add_product.py --gallery G.npz --weights model_final.pth --id 201 \\
         --name "new_cola" --images photos/cola_*.jpg          # photos, one product filling each
     python tools/add_product.py --gallery G.npz --weights W --id 7 --dataset mini_rpc_train
+    # exemplars + scenes made of them (configs/OpenSet/gallery_scenes_mini.yaml)
+    python tools/add_product.py --gallery G.npz --weights W --id 7 \\
+        --dataset mini_rpc_train openset_gallery_scenes
 """
 
 import dpsnet  # noqa: F401  (first: shims detectron2 0.6, registers datasets)
@@ -26,7 +29,9 @@ def main(argv=None) -> int:
     parser.add_argument("--name", default="", help="product name")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", nargs="+", help="photos of the product alone")
-    source.add_argument("--dataset", help="registered dataset holding boxes of this product id")
+    source.add_argument(
+        "--dataset", nargs="+", help="registered dataset(s) holding boxes of this product id"
+    )
     parser.add_argument("--replace", action="store_true", help="overwrite an existing id")
     args = parser.parse_args(argv)
     setup_logger(name="dpsnet")

@@ -20,6 +20,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from detectron2.data import MetadataCatalog
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.backbone.resnet import build_resnet_backbone
 from torch import nn
@@ -106,6 +107,9 @@ def pretrain_backbone(cfg, output_path: str) -> dict:
     datasets = list(p.DATASETS) or list(cfg.DATASETS.TRAIN)
     if not datasets:
         raise ValueError("PRETRAIN.DATASETS and DATASETS.TRAIN are both empty: nothing to crop")
+    # A class-agnostic detector reads one-class views (RECOGNITION.CLASS_AGNOSTIC); a one-class
+    # classifier learns nothing, so its trunk is pretrained on the products of their sources.
+    datasets = [MetadataCatalog.get(n).get("agnostic_source", n) for n in datasets]
     seed = int(cfg.SEED) if cfg.SEED >= 0 else 0
     size = int(p.CROP_SIZE)
     crops, product_ids, names = load_crops(datasets, size, float(p.PADDING), STORE_FACTOR)

@@ -13,7 +13,6 @@ from dpsnet.recognition.train import (
     calibrate_unknown_distance,
     embed_views,
     load_crops,
-    product_catalog,
 )
 from dpsnet.utils.io import BadInputError, read_image
 
@@ -110,13 +109,14 @@ def add_product_to_gallery(
     product_id: int,
     name: str,
     images: list[str] | None = None,
-    dataset: str | None = None,
+    dataset: str | list[str] | None = None,
     replace: bool = False,
 ) -> Gallery:
     """Embed a product's exemplars and append them to the gallery file (rewritten atomically).
 
-    Exemplars come from photos (``images``, one product filling each) or from a registered
-    dataset's boxes of that product id (``dataset``).
+    Exemplars come from photos (``images``, one product filling each) or from the boxes of that
+    product id in one or more registered datasets (``dataset``: e.g. its exemplar set and
+    checkout scenes synthesized from those exemplars, ``configs/OpenSet/gallery_scenes_mini.yaml``).
 
     Raises:
         BadInputError: unreadable gallery/checkpoint/images, or no exemplar found.
@@ -135,8 +135,8 @@ def add_product_to_gallery(
     if images:
         crops = exemplar_crops_from_images(images, size, padding)
     elif dataset:
-        to_product, names = product_catalog(dataset)
-        crops, _, _ = load_crops([dataset], size, padding, products=[product_id])
+        datasets = [dataset] if isinstance(dataset, str) else list(dataset)
+        crops, _, names = load_crops(datasets, size, padding, products=[product_id])
         name = name or names.get(product_id, str(product_id))
     else:
         raise ValueError("give the product's exemplar images or a dataset holding them")

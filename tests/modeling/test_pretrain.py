@@ -79,3 +79,13 @@ def test_no_boxes_is_a_clear_error(cfg, tmp_path):
     finally:
         DatasetCatalog.remove("pretrain_empty_test")
     assert not (tmp_path / "b.pth").exists()
+
+
+def test_class_agnostic_views_pretrain_on_their_products(cfg, mini_world, tmp_path):
+    """A class-agnostic detector's datasets are one-class views: the trunk is pretrained on the
+    products of their sources, not on one class."""
+    from dpsnet.recognition.agnostic import register_agnostic_view
+
+    view = register_agnostic_view(mini_world.names["val"])
+    metrics = pretrain_backbone(_setup(cfg, view, 1), str(tmp_path / "b.pth"))
+    assert metrics["classes"] > 1

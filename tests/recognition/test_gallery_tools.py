@@ -157,3 +157,20 @@ def test_gallery_views_and_added_products_get_the_same(
     argv = ["--gallery", str(path), "--weights", tiny_weights, "--id", str(products[-1])]
     assert _tool("add_product")([*argv, "--dataset", mini_world.names["train"]]) == 0
     assert (Gallery.load(path).product_ids == products[-1]).sum() == 5 * (ids == products[-1]).sum()
+
+
+def test_add_product_from_several_datasets(mini_world, tiny_weights, tmp_path):
+    """Exemplars and checkout-like scenes of one product go into the gallery together."""
+    train, val = mini_world.names["train"], mini_world.names["val"]
+    _, val_ids, _ = load_crops([val], CROP_SIZE, PADDING)
+    new = int(val_ids[0])
+    _, train_ids, _ = load_crops([train], CROP_SIZE, PADDING)
+    path = tmp_path / "gallery.npz"
+    args = ["--weights", tiny_weights, "--datasets", train, "--output", str(path)]
+    others = sorted({int(p) for p in train_ids} - {new})
+    assert _tool("build_gallery")([*args, "--products", *map(str, others)]) == 0
+    argv = ["--gallery", str(path), "--weights", tiny_weights, "--id", str(new)]
+    assert _tool("add_product")([*argv, "--dataset", train, val]) == 0
+    gallery = Gallery.load(path)
+    expected = int((train_ids == new).sum() + (val_ids == new).sum())
+    assert int((gallery.product_ids == new).sum()) == expected

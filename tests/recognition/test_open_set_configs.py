@@ -34,6 +34,8 @@ def test_config_loads(path):
     elif path.name.startswith("openset"):
         assert cfg.MODEL.META_ARCHITECTURE == "DPSNetOpenSet"
         assert not cfg.RECOGNITION.CLASS_AGNOSTIC and cfg.RECOGNITION.DETECTOR.CONFIG_FILE
+    elif path.name.startswith(("synth_", "gallery_")):
+        assert cfg.SYNTHESIS.COMPOSE.OUTPUT_DIR.startswith("output/openset_")
     else:
         assert cfg.RECOGNITION.TRAIN.DATASETS and cfg.RECOGNITION.TRAIN.VAL_DATASETS
 
@@ -48,6 +50,20 @@ def test_synthesized_scenes_leave_out_exactly_the_held_out_products():
     synth = load_config(str(root / "configs" / "OpenSet" / "synth_known_mini.yaml"))
     products = range(1, DEFAULT_SIZES["num_products"] + 1)  # the mini world's category ids
     for name in ("recognizer_R_18_mini.yaml", "recognizer_R_18_mini_synth.yaml"):
-        t = load_config(str(root / "configs" / "OpenSet" / name)).RECOGNITION.TRAIN
+        t = _train_keys(name)
         _, held = split_products(products, t.HOLDOUT_FRACTION, t.SEED)
         assert sorted(synth.SYNTHESIS.COMPOSE.EXCLUDE_CATEGORIES) == held, name
+    # The scenes of every product (gallery views) reach the gallery, never training.
+    gallery = load_config(str(root / "configs" / "OpenSet" / "gallery_scenes_mini.yaml"))
+    assert not gallery.SYNTHESIS.COMPOSE.EXCLUDE_CATEGORIES
+    text = (root / "configs" / "OpenSet" / "recognizer_R_18_mini_synth.yaml").read_text()
+    assert gallery.SYNTHESIS.COMPOSE.OUTPUT_DIR in text  # registered there ...
+    t = _train_keys("recognizer_R_18_mini_synth.yaml")  # ... as a gallery set, not for training
+    name = gallery.SYNTHESIS.COMPOSE.DATASET_NAME
+    assert name in t.GALLERY_DATASETS and name not in t.DATASETS
+
+
+def _train_keys(name):
+    """RECOGNITION.TRAIN of an OpenSet config, read without the files it registers."""
+    path = CONFIGS[0].parent / name
+    return load_config(str(path), ["DATASETS.REGISTER", "[]"]).RECOGNITION.TRAIN
