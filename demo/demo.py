@@ -20,10 +20,15 @@ import sys
 from detectron2.engine import DefaultPredictor
 from detectron2.utils.logger import setup_logger
 
+from dpsnet.checkout import (
+    ProductCatalog,
+    find_inputs,
+    lower_score_thresholds,
+    run_checkout,
+    write_report,
+)
 from dpsnet.engine import ConfigError, check_weights, load_config, resolve_device
 from dpsnet.utils.io import BadInputError, load_json
-from dpsnet.utils.receipts import ProductCatalog, find_inputs, lower_score_thresholds, run_checkout
-from dpsnet.utils.report import write_report
 
 
 def get_parser() -> argparse.ArgumentParser:

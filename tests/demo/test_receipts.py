@@ -10,15 +10,18 @@ import torch
 from detectron2.data.catalog import Metadata
 from detectron2.structures import Boxes, Instances
 
-from dpsnet.utils.io import atomic_write_image, load_json
-from dpsnet.utils.receipts import (
+from dpsnet.checkout import (
     ProductCatalog,
+    density_panel,
+    draw_receipt,
     find_inputs,
     make_receipt,
+    metrics_html,
     receipts_csv,
+    render_report,
     run_checkout,
 )
-from dpsnet.utils.report import density_panel, draw_receipt, metrics_html, render_report
+from dpsnet.utils.io import atomic_write_image, load_json
 
 
 @pytest.fixture
