@@ -5,7 +5,7 @@
         --output output/pretrain/backbone.pth DATASETS.TRAIN '("mini_synth",)'
     python tools/train_net.py --config-file C MODEL.WEIGHTS output/pretrain/backbone.pth
 
-The stand-in for ImageNet weights where none can be downloaded (dpsnet/engine/pretrain.py).
+The stand-in for ImageNet weights where none can be downloaded (dpsnet/recognition/pretrain.py).
 Writes the checkpoint (``backbone.bottom_up.*`` tensors, what MODEL.WEIGHTS loads) and a JSON of
 its figures beside it. Users with real pretrained weights skip this and set MODEL.WEIGHTS.
 """
@@ -21,7 +21,7 @@ import torch
 from detectron2.utils.logger import setup_logger
 
 from dpsnet.engine import ConfigError, load_config
-from dpsnet.engine.pretrain import pretrain_backbone
+from dpsnet.recognition.pretrain import pretrain_backbone
 from dpsnet.utils.io import BadInputError
 
 

@@ -49,7 +49,7 @@ def load_config(config_file: str | None, opts: list[str] | None = None) -> CfgNo
                 raise ConfigError(f"unknown config key '{key}' in command-line overrides") from None
             raise ConfigError(f"command-line overrides: {_one_line(e)}") from None
     register_from_config(cfg)
-    from dpsnet.recognition.agnostic import class_agnostic_config  # RECOGNITION.CLASS_AGNOSTIC
+    from dpsnet.data.agnostic import class_agnostic_config  # RECOGNITION.CLASS_AGNOSTIC
 
     return class_agnostic_config(cfg)
 

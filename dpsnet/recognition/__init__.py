@@ -1,6 +1,6 @@
 """Open-set recognition: class-agnostic detection, a metric-learning recogniser, a gallery."""
 
-from dpsnet.recognition.agnostic import (
+from dpsnet.data.agnostic import (
     class_agnostic_config,
     dataset_name_for,
     make_class_agnostic,

@@ -1,4 +1,4 @@
-"""Backbone pretraining (dpsnet/engine/pretrain.py): a checkpoint DPSNet's trunk loads, seeded."""
+"""Backbone pretraining (dpsnet/recognition/pretrain.py): a trunk DPSNet loads, seeded."""
 
 import json
 
@@ -8,7 +8,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog
 from detectron2.modeling import build_model
 
-from dpsnet.engine.pretrain import BACKBONE_PREFIX, pretrain_backbone
+from dpsnet.recognition.pretrain import BACKBONE_PREFIX, pretrain_backbone
 
 
 def _setup(cfg, dataset: str, iters: int = 3):
@@ -84,7 +84,7 @@ def test_no_boxes_is_a_clear_error(cfg, tmp_path):
 def test_class_agnostic_views_pretrain_on_their_products(cfg, mini_world, tmp_path):
     """A class-agnostic detector's datasets are one-class views: the trunk is pretrained on the
     products of their sources, not on one class."""
-    from dpsnet.recognition.agnostic import register_agnostic_view
+    from dpsnet.data.agnostic import register_agnostic_view
 
     view = register_agnostic_view(mini_world.names["val"])
     metrics = pretrain_backbone(_setup(cfg, view, 1), str(tmp_path / "b.pth"))

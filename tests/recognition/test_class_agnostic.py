@@ -5,9 +5,9 @@ import uuid
 import pytest
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from dpsnet.data.agnostic import OBJECT_CLASS
 from dpsnet.engine import load_config
 from dpsnet.recognition import class_agnostic_config, make_class_agnostic, register_agnostic_view
-from dpsnet.recognition.agnostic import OBJECT_CLASS
 
 
 def test_make_class_agnostic_copies():
