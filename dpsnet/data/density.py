@@ -14,136 +14,22 @@ channel.
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from dpsnet.data.catalogue import LEVELS, CountingLayout
+
 __all__ = ["LEVELS", "DensityLayout", "DensityTargetGenerator", "density_layout_from_config"]
 
-LEVELS = ("total", "supercategory", "category")
+#: The counting view's channel layout lives in :mod:`dpsnet.data.catalogue` (one type for the
+#: density targets, the pseudo-labeller, the evaluator and the receipts); these names stay.
+DensityLayout = CountingLayout
 
 
-@dataclass(frozen=True)
-class DensityLayout:
-    """What the density channels mean: levels laid out one after another.
-
-    "total" is one channel, "supercategory" one per supercategory, "category" one per contiguous
-    class. With ``levels=("total", "category")`` and K classes there are 1 + K channels; class k
-    lands in channel 0 and channel 1 + k.
-
-    Attributes:
-        levels: non-empty subset of :data:`LEVELS`, in channel order.
-        num_classes: K, the number of contiguous classes.
-        class_to_super: K supercategory indices (0..S-1), one per class; needed only when
-            "supercategory" is among ``levels``.
-    """
-
-    levels: tuple[str, ...]
-    num_classes: int
-    class_to_super: tuple[int, ...] | None = None
-
-    def __post_init__(self):
-        object.__setattr__(self, "levels", tuple(self.levels))
-        if not self.levels or any(lv not in LEVELS for lv in self.levels):
-            raise ValueError(
-                f"density levels must be a non-empty subset of {LEVELS}: {self.levels}"
-            )
-        if len(set(self.levels)) != len(self.levels):
-            raise ValueError(f"density levels repeat: {self.levels}")
-        if self.class_to_super is not None:
-            object.__setattr__(self, "class_to_super", tuple(int(s) for s in self.class_to_super))
-        if "supercategory" in self.levels:
-            if self.class_to_super is None or len(self.class_to_super) != self.num_classes:
-                raise ValueError(
-                    "a 'supercategory' density level needs one supercategory index per class "
-                    f"({self.num_classes}); got "
-                    f"{None if self.class_to_super is None else len(self.class_to_super)}"
-                )
-            if min(self.class_to_super) < 0:
-                raise ValueError("supercategory indices must be >= 0")
-
-    @property
-    def num_supercategories(self) -> int:
-        return max(self.class_to_super) + 1 if self.class_to_super else 0
-
-    def level_size(self, level: str) -> int:
-        return {
-            "total": 1,
-            "supercategory": self.num_supercategories,
-            "category": self.num_classes,
-        }[level]
-
-    def level_offset(self, level: str) -> int:
-        """Index of the first channel of ``level``."""
-        offset = 0
-        for lv in self.levels:
-            if lv == level:
-                return offset
-            offset += self.level_size(lv)
-        raise KeyError(f"density level {level!r} is not among {self.levels}")
-
-    @property
-    def num_channels(self) -> int:
-        return sum(self.level_size(lv) for lv in self.levels)
-
-    def group_of_class(self, level: str) -> np.ndarray:
-        """(K,) int64: the group (index within ``level``) of each class."""
-        if level == "total":
-            return np.zeros(self.num_classes, np.int64)
-        if level == "supercategory":
-            return np.asarray(self.class_to_super, np.int64)
-        if level == "category":
-            return np.arange(self.num_classes, dtype=np.int64)
-        raise KeyError(f"unknown density level {level!r}; expected one of {LEVELS}")
-
-    def channel_table(self) -> np.ndarray:
-        """(K, L) int64: the channel of each class at each of the L levels."""
-        cols = [self.level_offset(lv) + self.group_of_class(lv) for lv in self.levels]
-        return np.stack(cols, axis=1)
-
-
-def density_layout_from_config(cfg, dataset_name: str | None = None) -> DensityLayout:
-    """The layout of ``cfg.MODEL.COUNTING_HEAD.LEVELS``, supercategories from dataset metadata.
-
-    Args:
-        cfg: a config with dpsnet's keys.
-        dataset_name: dataset whose metadata gives ``thing_supercategory_ids``; None:
-            ``DATASETS.TRAIN[0]`` (else ``DATASETS.TEST[0]``).
-
-    Raises:
-        ValueError: a "supercategory" level without that metadata, or a layout that disagrees
-            with an explicit ``MODEL.COUNTING_HEAD.NUM_CHANNELS``.
-    """
-    from detectron2.data import MetadataCatalog
-
-    levels = tuple(cfg.MODEL.COUNTING_HEAD.LEVELS)
-    num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
-    class_to_super = None
-    if "supercategory" in levels:
-        if dataset_name is None:
-            names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
-            dataset_name = names[0] if names else None
-        meta = MetadataCatalog.get(dataset_name) if dataset_name else None
-        class_to_super = meta.get("thing_supercategory_ids", None) if meta else None
-        if class_to_super is None:
-            raise ValueError(
-                "MODEL.COUNTING_HEAD.LEVELS has 'supercategory', but dataset "
-                f"{dataset_name!r} has no 'thing_supercategory_ids' metadata"
-            )
-        if len(class_to_super) != num_classes:
-            raise ValueError(
-                f"dataset {dataset_name!r} has {len(class_to_super)} classes in "
-                f"thing_supercategory_ids, MODEL.ROI_HEADS.NUM_CLASSES is {num_classes}"
-            )
-    layout = DensityLayout(levels, num_classes, class_to_super)
-    explicit = cfg.MODEL.COUNTING_HEAD.NUM_CHANNELS
-    if explicit and explicit != layout.num_channels:
-        raise ValueError(
-            f"MODEL.COUNTING_HEAD.NUM_CHANNELS is {explicit}, but LEVELS {list(levels)} give "
-            f"{layout.num_channels} channels"
-        )
-    return layout
+def density_layout_from_config(cfg, dataset_name: str | None = None) -> CountingLayout:
+    """The layout of ``cfg.MODEL.COUNTING_HEAD.LEVELS`` (see :meth:`CountingLayout.from_config`)."""
+    return CountingLayout.from_config(cfg, dataset_name)
 
 
 class DensityTargetGenerator:

@@ -25,6 +25,7 @@ import torch
 from detectron2.data import DatasetCatalog, build_detection_test_loader
 from detectron2.utils import comm
 
+from dpsnet.data.catalogue import Catalogue
 from dpsnet.distill.pseudo_labels import (
     IMAGE_LEVEL,
     INSTANCE_LEVEL,
@@ -53,21 +54,14 @@ def pool_records(pool_name: str) -> list[dict]:
     return [{k: r[k] for k in _POOL_KEYS if k in r} for r in DatasetCatalog.get(pool_name)]
 
 
-def class_to_super_from_metadata(meta) -> tuple[np.ndarray | None, int]:
-    """([K] supercategory channel per contiguous class, S) from the metadata.
-
-    ``thing_supercategory_ids`` index ``supercategory_names`` (the counting view has one channel
-    per name); without names, the ids are made dense in sorted order.
-    """
-    ids = meta.get("thing_supercategory_ids", None)
-    if ids is None:
-        return None, 0
-    ids = np.asarray(list(ids), dtype=np.int64)
-    names = meta.get("supercategory_names", None)
-    if names is not None:
-        return ids, len(names)
-    uniq, dense = np.unique(ids, return_inverse=True)
-    return dense.astype(np.int64), len(uniq)
+#: Layouts the labeller recognises from a channel count alone (exactly one must fit).
+_INFERRED_LEVELS = (
+    ("total",),
+    ("category",),
+    ("total", "supercategory", "category"),
+    ("supercategory",),
+    ("total", "supercategory"),
+)
 
 
 def count_layout_from_metadata(
@@ -84,22 +78,17 @@ def count_layout_from_metadata(
     Raises:
         ValueError: the layout cannot be inferred unambiguously or does not match C.
     """
-    num_classes = len(meta.thing_classes)
-    class_to_super, num_super = class_to_super_from_metadata(meta)
+    catalogue = Catalogue.from_metadata(meta)
     if levels:
-        layout = CountLayout(tuple(levels), num_classes, class_to_super, num_super or None)
+        layout = CountLayout.from_catalogue(catalogue, tuple(levels))
     else:
-        candidates = [("total",), ("category",), ("total", "supercategory", "category")]
-        if num_super:
-            candidates += [("supercategory",), ("total", "supercategory")]
-        sizes = {"total": 1, "supercategory": num_super, "category": num_classes}
-        fits = [c for c in candidates if sum(sizes[lv] for lv in c) == num_channels]
-        if len(fits) != 1:
+        layout = CountLayout.infer(catalogue, num_channels, None, _INFERRED_LEVELS, unique=True)
+        if layout is None:
             raise ValueError(
                 f"cannot tell which levels {num_channels} counting channels hold "
-                f"({num_classes} categories, {num_super} supercategories): set DISTILL.COUNT_LEVELS"
+                f"({catalogue.num_classes} categories, {catalogue.num_supercategories} "
+                "supercategories): set DISTILL.COUNT_LEVELS"
             )
-        layout = CountLayout(fits[0], num_classes, class_to_super, num_super or None)
     if layout.num_channels != num_channels:
         raise ValueError(
             f"DISTILL.COUNT_LEVELS {list(layout.levels)} means {layout.num_channels} channels, "

@@ -27,6 +27,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.evaluation import DatasetEvaluator, inference_on_dataset
 from detectron2.utils import comm
 
+from dpsnet.data.catalogue import Catalogue
 from dpsnet.distill import report
 from dpsnet.distill.audit import audit_pseudo_label_files
 from dpsnet.distill.guard import check_pool_disjoint
@@ -158,21 +159,7 @@ def categories_from_metadata(meta) -> list[dict]:
     """COCO categories (dataset ids, names, supercategories) of the training datasets."""
     if meta.get("categories", None):
         return copy.deepcopy(list(meta.categories))
-    id_map = meta.get("thing_dataset_id_to_contiguous_id", None) or {
-        i + 1: i for i in range(len(meta.thing_classes))
-    }
-    super_ids = meta.get("thing_supercategory_ids", None)
-    super_names = meta.get("supercategory_names", None)
-    supers = None
-    if super_ids is not None and super_names is not None:
-        supers = [super_names[i] for i in super_ids]
-    cats = []
-    for dataset_id, contiguous in sorted(id_map.items(), key=lambda kv: kv[1]):
-        cat = {"id": int(dataset_id), "name": meta.thing_classes[contiguous]}
-        if supers is not None:
-            cat["supercategory"] = supers[contiguous]
-        cats.append(cat)
-    return cats
+    return Catalogue.from_metadata(meta).to_categories()
 
 
 def round_config(cfg, r: int, teacher_weights: str | None):
@@ -313,9 +300,6 @@ class Detectron2Steps:
         c.freeze()
         model = self._load(c, teacher_weights)
         meta = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
-        id_map = meta.get("thing_dataset_id_to_contiguous_id", None) or {
-            i + 1: i for i in range(len(meta.thing_classes))
-        }
         color = list(cfg.DISTILL.PAINT_COLOR) or list(cfg.MODEL.PIXEL_MEAN)
         if cfg.INPUT.FORMAT == "RGB":  # painted copies are written by OpenCV, in BGR
             color = color[::-1]
@@ -333,7 +317,7 @@ class Detectron2Steps:
             layout_fn=lambda n: count_layout_from_metadata(meta, n, count_levels(cfg)),
             params=params,
             image_dir=out_json.parent / "images",
-            contiguous_to_dataset={v: k for k, v in id_map.items()},
+            contiguous_to_dataset=dict(enumerate(Catalogue.from_metadata(meta).ids)),
         )
         stats = None
         if comm.is_main_process():

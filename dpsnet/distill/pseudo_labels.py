@@ -17,9 +17,11 @@ Nothing here reads ground truth: the inputs are the teacher's outputs only.
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
+
+from dpsnet.data.catalogue import CountingLayout
 
 __all__ = [
     "IMAGE_LEVEL",
@@ -41,54 +43,8 @@ REJECTED = "rejected"
 _LEVELS = ("total", "supercategory", "category")
 
 
-@dataclass(frozen=True)
-class CountLayout:
-    """What the counting view's channels mean, so detections can be counted the same way.
-
-    Channels are laid out level after level, in the order of ``levels``: "total" is one channel,
-    "supercategory" one per supercategory, "category" one per (contiguous) category.
-
-    Attributes:
-        levels: subset of ("total", "supercategory", "category"), in channel order.
-        num_classes: K, the number of contiguous categories of the detector.
-        class_to_super: [K] int array, the supercategory index (0..S-1) of each category; needed
-            only when "supercategory" is among ``levels``.
-        num_supers: S, the number of supercategory channels (None: ``max(class_to_super) + 1``;
-            give it when the last supercategories have no category).
-    """
-
-    levels: tuple[str, ...]
-    num_classes: int
-    class_to_super: np.ndarray | None = field(default=None, compare=False)
-    num_supers: int | None = None
-
-    def __post_init__(self):
-        if not self.levels or any(lv not in _LEVELS for lv in self.levels):
-            raise ValueError(f"count levels must be a non-empty subset of {_LEVELS}: {self.levels}")
-        if len(set(self.levels)) != len(self.levels):
-            raise ValueError(f"count levels repeat: {self.levels}")
-        if "supercategory" in self.levels:
-            if self.class_to_super is None or len(self.class_to_super) != self.num_classes:
-                raise ValueError(
-                    "a supercategory count level needs class_to_super with one entry per class"
-                )
-
-    @property
-    def num_supercategories(self) -> int:
-        if self.num_supers is not None:
-            return int(self.num_supers)
-        if self.class_to_super is None or len(self.class_to_super) == 0:
-            return 0
-        return int(np.max(self.class_to_super)) + 1
-
-    @property
-    def num_channels(self) -> int:
-        sizes = {
-            "total": 1,
-            "supercategory": self.num_supercategories,
-            "category": self.num_classes,
-        }
-        return sum(sizes[lv] for lv in self.levels)
+#: The counting view's channel layout: the one type of :mod:`dpsnet.data.catalogue`.
+CountLayout = CountingLayout
 
 
 def detection_count_vector(classes: np.ndarray, layout: CountLayout) -> np.ndarray:
@@ -101,19 +57,7 @@ def detection_count_vector(classes: np.ndarray, layout: CountLayout) -> np.ndarr
     Returns:
         [C] int64 counts, C = ``layout.num_channels``.
     """
-    classes = np.asarray(classes, dtype=np.int64).reshape(-1)
-    if classes.size and (classes.min() < 0 or classes.max() >= layout.num_classes):
-        raise ValueError(f"class index out of range 0..{layout.num_classes - 1}: {classes}")
-    parts = []
-    for level in layout.levels:
-        if level == "total":
-            parts.append(np.array([classes.size], dtype=np.int64))
-        elif level == "supercategory":
-            supers = np.asarray(layout.class_to_super, dtype=np.int64)[classes]
-            parts.append(np.bincount(supers, minlength=layout.num_supercategories))
-        else:
-            parts.append(np.bincount(classes, minlength=layout.num_classes))
-    return np.concatenate(parts).astype(np.int64)
+    return layout.count_vector(classes)
 
 
 def counts_agree(classes: np.ndarray, counts: np.ndarray, layout: CountLayout) -> bool:

@@ -20,6 +20,8 @@ from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 from detectron2.solver import build_optimizer as build_sgd_optimizer
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 
+from dpsnet.engine.checkpoint import add_checkpoint_fields
+
 logger = logging.getLogger(__name__)
 
 
@@ -84,6 +86,11 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
 
 class Trainer(DefaultTrainer):
     """DefaultTrainer with dpsnet's mapper, evaluators and optimizer choice."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        # Every checkpoint it saves carries the catalogue, layout, threshold and config.
+        add_checkpoint_fields(self.checkpointer, cfg)
 
     @classmethod
     def build_optimizer(cls, cfg, model):

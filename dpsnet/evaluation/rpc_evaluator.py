@@ -19,6 +19,7 @@ from detectron2.evaluation import DatasetEvaluator
 from detectron2.structures import BoxMode
 from detectron2.utils import comm
 
+from dpsnet.data.catalogue import Catalogue, CountingLayout
 from dpsnet.evaluation.results_io import Detections, RPCGroundTruth
 from dpsnet.evaluation.rpc_report import evaluate_rpc, markdown_report, write_report
 
@@ -153,25 +154,26 @@ class RPCEvaluator(DatasetEvaluator):
             out[contiguous] = dataset_id
         return out
 
-    def _count_channels(self, num_channels: int, gt: RPCGroundTruth, to_id: np.ndarray):
-        """What the counting view's channels mean: (kind, (K,) channel of each GT category)."""
-        classes = list(getattr(self._metadata, "thing_classes", []) or gt.category_names)
-        supers = list(getattr(self._metadata, "supercategory_names", []) or [])
-        # contiguous class of each ground-truth category
-        contiguous = np.zeros(gt.num_categories, np.int64)
-        contiguous[gt.category_rows(to_id.tolist(), what="metadata thing classes")] = np.arange(
-            to_id.size
-        )
-        if num_channels == len(classes):
-            return "category", contiguous
-        if supers and num_channels == len(supers):
-            super_ids = np.asarray(self._metadata.thing_supercategory_ids, dtype=np.int64)
-            return "supercategory", super_ids[contiguous]
-        if num_channels == 1:
-            return "total", np.zeros(gt.num_categories, np.int64)
+    def _count_layout(self, num_channels: int, gt: RPCGroundTruth) -> CountingLayout:
+        """What the counting view's channels mean (the metadata's classes, else the GT's)."""
+        if getattr(self._metadata, "thing_classes", None):
+            catalogue = Catalogue.from_metadata(self._metadata)
+        else:
+            catalogue = Catalogue(gt.category_ids.tolist(), gt.category_names)
+        levels = self._count_levels if self._count_levels and len(self._count_levels) > 1 else None
+        layout = CountingLayout.infer(catalogue, num_channels, levels)
+        if layout is not None:
+            return layout
+        if levels:
+            raise ValueError(
+                f"{self._dataset_name}: the model outputs {num_channels} count channels, which "
+                f"do not fit the counting levels {levels} ({catalogue.num_classes} categories, "
+                f"{catalogue.num_supercategories} supercategories)"
+            )
         raise ValueError(
             f"{self._dataset_name}: the model outputs {num_channels} count channels, but the "
-            f"dataset has {len(classes)} categories and {len(supers)} supercategories "
+            f"dataset has {catalogue.num_classes} categories and "
+            f"{len(catalogue.supercategory_names)} supercategories "
             "(expected 1, one per supercategory or one per category)"
         )
 
@@ -245,30 +247,14 @@ class RPCEvaluator(DatasetEvaluator):
                 self._dataset_name,
             )
             return None, None, "total"
-        counts = self._finest_level(np.stack([p["counts"] for p in predictions]), gt)
-        kind, groups = self._count_channels(
-            counts.shape[1], gt, self._contiguous_to_category_ids(gt)
+        counts = np.stack([p["counts"] for p in predictions])
+        layout = self._count_layout(counts.shape[1], gt)
+        finest = layout.finest_level
+        counts = counts[:, layout.level_slices()[finest]]
+        # the channel of each ground-truth category, through its contiguous class
+        to_id = self._contiguous_to_category_ids(gt)
+        contiguous = np.zeros(gt.num_categories, np.int64)
+        contiguous[gt.category_rows(to_id.tolist(), what="metadata thing classes")] = np.arange(
+            to_id.size
         )
-        return counts, groups, kind
-
-    def _finest_level(self, counts: np.ndarray, gt: RPCGroundTruth) -> np.ndarray:
-        """The channels of the finest level of a multi-level counting view; others unchanged."""
-        levels = self._count_levels
-        if not levels or len(levels) < 2:
-            return counts
-        classes = getattr(self._metadata, "thing_classes", None) or gt.category_names
-        sizes = {
-            "total": 1,
-            "supercategory": len(getattr(self._metadata, "supercategory_names", None) or []),
-            "category": len(classes),
-        }
-        if any(lv not in sizes for lv in levels) or sum(sizes[lv] for lv in levels) != len(
-            counts[0]
-        ):
-            raise ValueError(
-                f"{self._dataset_name}: the model outputs {counts.shape[1]} count channels, which "
-                f"do not fit the counting levels {levels} ({sizes})"
-            )
-        finest = max(levels, key=("total", "supercategory", "category").index)
-        start = sum(sizes[lv] for lv in levels[: levels.index(finest)])
-        return counts[:, start : start + sizes[finest]]
+        return counts, layout.group_of_class(finest)[contiguous], finest
