@@ -1,4 +1,5 @@
-"""Shared pytest setup: one torch thread per test worker, and a fixed seed per test."""
+"""Shared pytest setup: one torch thread per test worker, a fixed seed per test, and detectron2's
+dataset catalogs left as each test found them."""
 
 import os
 
@@ -16,6 +17,23 @@ torch.set_num_threads(1)
 def _seed():
     torch.manual_seed(0)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _restore_dataset_catalogs():
+    """Remove the datasets (and metadata) a test registered, so that test order cannot matter.
+
+    detectron2's catalogs are global to the process; names registered by session- or
+    module-scoped fixtures exist before this fixture runs and are kept.
+    """
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    datasets, metadata = set(DatasetCatalog.list()), set(MetadataCatalog.list())
+    yield
+    for name in set(DatasetCatalog.list()) - datasets:
+        DatasetCatalog.remove(name)
+    for name in set(MetadataCatalog.list()) - metadata:
+        MetadataCatalog.remove(name)
 
 
 #: Sizes of the test suite's mini world: tiny, built in about a second.
