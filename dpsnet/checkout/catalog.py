@@ -7,7 +7,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
+from dpsnet.data.catalogue import Catalogue, CountingLayout
 
 __all__ = ["ProductCatalog"]
 
@@ -59,19 +59,25 @@ class ProductCatalog:
                 len(names),
                 k,
             )
-        names = [names[i] if i < len(names) else f"class {i}" for i in range(k)]
-        ids = list(range(k))
-        for dataset_id, contiguous in (
-            getattr(metadata, "thing_dataset_id_to_contiguous_id", None) or {}
-        ).items():
-            if 0 <= contiguous < k:
-                ids[contiguous] = int(dataset_id)
-        supers = list(getattr(metadata, "supercategory_names", None) or [])
-        super_ids = list(getattr(metadata, "thing_supercategory_ids", None) or [])
-        super_ids = [int(super_ids[i]) if i < len(super_ids) else -1 for i in range(k)]
-        per_class = [supers[i] if 0 <= i < len(supers) else "" for i in super_ids]
-        levels = tuple(count_levels) if count_levels else None
-        return cls(names, ids, per_class, supers, super_ids, levels, source if names else "")
+        catalogue = Catalogue.from_metadata(metadata, k)
+        return cls.from_catalogue(catalogue, source if names else "", count_levels)
+
+    @classmethod
+    def from_catalogue(
+        cls, catalogue: Catalogue, source: str = "", count_levels: Sequence[str] | None = None
+    ) -> ProductCatalog:
+        """Build from a :class:`~dpsnet.data.catalogue.Catalogue` (e.g. a checkpoint's)."""
+        k = catalogue.num_classes
+        super_ids = list(catalogue.class_to_super) or [-1] * k
+        return cls(
+            list(catalogue.names),
+            list(catalogue.ids),
+            catalogue.supercategories,
+            list(catalogue.supercategory_names),
+            super_ids,
+            tuple(count_levels) if count_levels else None,
+            source,
+        )
 
     @classmethod
     def from_config(cls, cfg) -> ProductCatalog:
@@ -96,14 +102,11 @@ class ProductCatalog:
         Returns:
             level -> slice of channels, or None when the channels fit no known layout.
         """
-        sizes = {"total": 1, "supercategory": len(self.supercategory_names)}
-        sizes["category"] = len(self.names)
-        candidates = [self.count_levels] if self.count_levels else [
-            ("category",), ("supercategory",), ("total",)
-        ]  # fmt: skip
-        for levels in candidates:
-            if all(lv in sizes and sizes[lv] for lv in levels):
-                if sum(sizes[lv] for lv in levels) == num_channels:
-                    starts = np.cumsum([0] + [sizes[lv] for lv in levels])
-                    return {lv: slice(a, b) for lv, a, b in zip(levels, starts, starts[1:])}
-        return None
+        # Only the channel counts matter here: a class without supercategory (-1) is put in the
+        # first one so that the layout can be built.
+        supers = (
+            [max(int(s), 0) for s in self.supercategory_ids] if self.supercategory_names else []
+        )
+        catalogue = Catalogue(self.product_ids, self.names, supers, self.supercategory_names)
+        layout = CountingLayout.infer(catalogue, num_channels, self.count_levels)
+        return None if layout is None else layout.level_slices()
