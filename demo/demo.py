@@ -4,9 +4,12 @@
     python demo/demo.py --config-file configs/MiniWorld/<config>.yaml --input IMAGES_DIR \\
         --output output/demo [--confidence-threshold 0.5] [--metrics-json rpc_metrics.json] \\
         [--opts MODEL.WEIGHTS output/model_final.pth]
+    python demo/demo.py --weights OUT/model_final.pth --input IMAGES_DIR --output REPORT_DIR
 
 --input takes folders (every file, recursively), image files or glob patterns ("imgs/**/*.jpg").
 Product names and ids come from the metadata of DATASETS.TEST[0] (else DATASETS.TRAIN[0]).
+--weights alone runs a checkpoint dpsnet saved: its config, product catalogue and score threshold
+travel inside it (an explicit --config-file still overrides the saved config).
 Unreadable files are skipped and listed in the log and the report; the exit status is non-zero
 only when no image could be checked out (or the command line or config is wrong).
 """
@@ -15,6 +18,7 @@ import dpsnet  # noqa: F401  (first: shims detectron2 0.6, registers dpsnet's pa
 
 # isort: split
 import argparse
+import os
 import sys
 
 from detectron2.engine import DefaultPredictor
@@ -28,12 +32,18 @@ from dpsnet.checkout import (
     write_report,
 )
 from dpsnet.engine import ConfigError, check_weights, load_config, resolve_device
+from dpsnet.engine.checkpoint import chosen_threshold, config_from_checkpoint
 from dpsnet.utils.io import BadInputError, load_json
 
 
 def get_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="model config YAML")
+    parser.add_argument(
+        "--config-file", metavar="FILE", help="model config YAML (default: the one in --weights)"
+    )
+    parser.add_argument(
+        "--weights", metavar="PTH", help="a checkpoint dpsnet saved (carries its config and names)"
+    )
     parser.add_argument(
         "--input", required=True, nargs="+", help="folders, image files or glob patterns"
     )
@@ -42,7 +52,8 @@ def get_parser() -> argparse.ArgumentParser:
         "--confidence-threshold",
         type=float,
         default=None,
-        help="score a detection needs to be counted (default: TEST.RPC.SCORE_THRESHOLD)",
+        help="score a detection needs to be counted (default: the checkpoint's chosen "
+        "threshold, else TEST.RPC.SCORE_THRESHOLD)",
     )
     parser.add_argument(
         "--metrics-json", help="metrics JSON to show in the report (e.g. rpc_metrics.json)"
@@ -58,7 +69,15 @@ def main(argv=None) -> int:
     logger = setup_logger(name="dpsnet")
     setup_logger(name="detectron2")
     try:
-        cfg = load_config(args.config_file, args.opts)
+        meta = {}
+        if args.weights:
+            if not os.path.isfile(args.weights):
+                raise ConfigError(f"--weights: file not found: {args.weights}")
+            cfg, meta = config_from_checkpoint(args.weights, args.config_file, args.opts)
+        elif args.config_file:
+            cfg = load_config(args.config_file, args.opts)
+        else:
+            raise ConfigError("give --weights (a checkpoint dpsnet saved) or --config-file")
         check_weights(cfg)
         if args.metrics_json:
             load_json(args.metrics_json)  # fail before the model runs, not after
@@ -67,7 +86,7 @@ def main(argv=None) -> int:
         return 2
     threshold = args.confidence_threshold
     if threshold is None:
-        threshold = cfg.TEST.RPC.SCORE_THRESHOLD
+        threshold = chosen_threshold(meta, cfg)
     if not 0.0 <= threshold <= 1.0:
         print(f"error: --confidence-threshold {threshold} is outside [0, 1]", file=sys.stderr)
         return 2
@@ -80,6 +99,8 @@ def main(argv=None) -> int:
     for problem in problems:
         logger.warning("input %s: %s", problem["file"], problem["reason"])
     catalog = ProductCatalog.from_config(cfg)
+    if catalog.source.startswith("dpsnet_checkpoint_"):  # metadata made from the saved catalogue
+        catalog.source = f"{args.weights} (its catalogue)"
     try:  # the open-set pipeline reads its parts' files (detector, recogniser, gallery) here
         predictor = DefaultPredictor(cfg)
     except BadInputError as e:
@@ -98,7 +119,7 @@ def main(argv=None) -> int:
         weights = ", ".join(path for path in parts.values() if path)
         untrained = [key for key, path in parts.items() if not path]
     settings = {
-        "config": args.config_file,
+        "config": args.config_file or f"saved in {args.weights}",
         "weights": weights or "(none: random initialisation)",
         "device": cfg.MODEL.DEVICE,
         "score threshold": threshold,

@@ -55,7 +55,7 @@ def test_checkpoint_carries_plain_catalogue_layout_and_config(trained):
     assert layout.num_channels == CountingLayout.from_config(cfg).num_channels
     assert fields["score_threshold"] == cfg.TEST.RPC.SCORE_THRESHOLD
     assert fields["input"]["min_size_test"] == cfg.INPUT.MIN_SIZE_TEST
-    assert "NUM_CLASSES: %d" % cat.num_classes in fields["config"]
+    assert f"NUM_CLASSES: {cat.num_classes}" in fields["config"]
 
 
 def test_config_from_checkpoint_alone_names_the_products(trained):
@@ -101,3 +101,26 @@ def test_catalogue_round_trips_and_matches_the_registrar():
     assert CountingLayout.from_dict(layout.to_dict()) == layout
     assert CountingLayout.infer(cat, 2).levels == ("supercategory",)
     assert CountingLayout.infer(cat, 5) is None
+
+
+def test_demo_runs_from_the_checkpoint_alone(trained, mini_world, tmp_path):
+    import csv
+    import runpy
+    import shutil
+
+    _, weights, meta = trained
+    demo = runpy.run_path(str(ROOT / "demo" / "demo.py"), run_name="demo_under_test")
+    images = tmp_path / "tray photos"
+    images.mkdir()
+    for src in sorted((mini_world.root / "test2019").glob("*.jpg"))[:2]:
+        shutil.copy(src, images / src.name)
+    out = tmp_path / "report"
+    argv = ["--weights", str(weights), "--input", str(images), "--output", str(out),
+            "--confidence-threshold", "0.0", "--opts", "MODEL.DEVICE", "cpu",
+            "MODEL.DPSNET.COUNT_GUIDED.ENABLED", "False"]  # fmt: skip
+    assert demo["main"](argv) == 0
+    rows = list(csv.DictReader((out / "receipts.csv").open()))
+    names = {r["name"] for r in rows if r["product_id"]}  # the TOTAL rows have no product
+    assert names and names <= set(meta.thing_classes)
+    assert demo["main"](["--weights", str(tmp_path / "missing.pth"), "--input", str(images),
+                         "--output", str(out)]) == 2  # fmt: skip
