@@ -26,8 +26,10 @@ from detectron2.modeling.backbone.resnet import build_resnet_backbone
 from torch import nn
 from tqdm import tqdm
 
+from dpsnet.engine.checkpoint import checkpoint_fields
 from dpsnet.recognition.crops import STORE_FACTOR, augment_crops, photometric_jitter
 from dpsnet.recognition.train import load_crops
+from dpsnet.utils.checkpoint_meta import META_KEY
 from dpsnet.utils.io import atomic_path, atomic_write_json
 
 logger = logging.getLogger(__name__)
@@ -175,7 +177,8 @@ def pretrain_backbone(cfg, output_path: str) -> dict:
     }
     state = {BACKBONE_PREFIX + k: v for k, v in model.bottom_up.state_dict().items()}
     with atomic_path(output_path) as tmp:
-        torch.save({"model": state, "pretrain": metrics}, tmp)
+        # dpsnet's fields (catalogue, config, ...) as in every checkpoint the Trainer saves
+        torch.save({"model": state, "pretrain": metrics, META_KEY: checkpoint_fields(cfg)}, tmp)
     atomic_write_json(str(output_path).rsplit(".", 1)[0] + ".json", metrics, indent=1)
     logger.info(
         "Pretrained trunk: held-out crop accuracy %.3f, %.2f s/iter -> %s",
