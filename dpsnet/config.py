@@ -428,6 +428,28 @@ def _add_distill_config(cfg: CN) -> None:
     cfg.DISTILL.COMPARE_COUNT_GUIDED = True
     # Allow a pool sharing images with the evaluation split (transductive protocol, reported).
     cfg.DISTILL.TRANSDUCTIVE = False
+    # Train a same-budget control arm each round (round r-1's control + ITERS_PER_ROUND
+    # iterations on DATASETS.TRAIN only, same schedule and seed): the report's gain is against it.
+    cfg.DISTILL.CONTROL = True
+    # Uncertain detections of instance-level samples: "paint" (flat colour), "ignore" (image left
+    # as is; the boxes become ignore regions of the RPN/ROI sampling) or "drop" (image not used).
+    cfg.DISTILL.UNCERTAIN_MODE = "paint"
+    # Counting-view channels that must agree for image-level acceptance: "all" (every channel the
+    # view predicts), "total" or "per_category" (needs "category" in MODEL.COUNTING_HEAD.LEVELS).
+    cfg.DISTILL.ACCEPT_RULE = "all"
+    # The student's SOLVER.BASE_LR each round = SOLVER.BASE_LR * this.
+    cfg.DISTILL.STUDENT_LR_FACTOR = 1.0
+    # The student's warm-up iterations each round; -1: min(SOLVER.WARMUP_ITERS, iters // 10).
+    cfg.DISTILL.STUDENT_WARMUP_ITERS = -1
+    # Mean teacher: the next round's teacher is an EMA of the student's weights; 0: off.
+    cfg.DISTILL.EMA_DECAY = 0.0
+    # Label the pool with the teacher on the image and its horizontal flip, predictions merged.
+    cfg.DISTILL.TEACHER_FLIP = False
+    # Labelled split on which each round's score threshold is chosen (max cAcc) and count-guided
+    # inference is judged; never the pool or EVAL_DATASET; empty: TEST.RPC.SCORE_THRESHOLD.
+    cfg.DISTILL.THRESHOLD_DATASET = ""
+    # Learning curve: also evaluate both arms every this many training iterations; 0: off.
+    cfg.DISTILL.CURVE_EVAL_PERIOD = 0
 
 
 def _add_recognition_config(cfg: CN) -> None:

@@ -71,6 +71,19 @@ def _covered_fraction(box_xywh, regions_xyxy) -> float:
     return float(mask.mean())
 
 
+def _union_area(regions_xyxy, width: int, height: int) -> int:
+    """Pixels of a ``width`` x ``height`` image inside the union of XYXY regions."""
+    if not regions_xyxy or not width or not height:
+        return 0
+    mask = np.zeros((int(height), int(width)), dtype=bool)
+    for rx0, ry0, rx1, ry1 in regions_xyxy:
+        x0, y0 = max(int(np.floor(rx0)), 0), max(int(np.floor(ry0)), 0)
+        x1, y1 = min(int(np.ceil(rx1)), int(width)), min(int(np.ceil(ry1)), int(height))
+        if x1 > x0 and y1 > y0:
+            mask[y0:y1, x0:x1] = True
+    return int(mask.sum())
+
+
 def _ratio(num: float, den: float) -> float | None:
     return None if den == 0 else float(num) / float(den)
 
@@ -81,8 +94,8 @@ def audit_pseudo_labels(
     """Precision and recall of one round's pseudo-labels against the pool's ground truth.
 
     Args:
-        pseudo: the round's pseudo-label JSON (images carry ``pool_image_id``, ``pseudo_kind``
-            and ``painted_boxes`` [[x0, y0, x1, y1], ...]).
+        pseudo: the round's pseudo-label JSON (images carry ``pool_image_id``, ``pseudo_kind``,
+            ``painted_boxes`` and optionally ``ignore_boxes`` [[x0, y0, x1, y1], ...]).
         groundtruth: the pool's hidden ground truth (COCO/RPC JSON with the pool's image ids).
         iou_threshold: IoU for a pseudo box to count as correct.
         covered: a missed object counts as painted over when this fraction of its box is painted.
@@ -91,7 +104,8 @@ def audit_pseudo_labels(
         A JSON-ready dict: per kind ("image", "instance", "all") images, pseudo boxes, true
         positives, precision, recall over the selected images' objects; the fraction of
         image-level samples whose per-category counts are exactly right; pool recall; and for
-        instance-level samples, how many unlabelled objects were painted over.
+        instance-level samples, how many unlabelled objects were painted over (or lie in ignore
+        regions); the shares of the pool's image area painted over and left as ignore regions.
     """
     gt_by_image = defaultdict(list)
     for ann in groundtruth.get("annotations", []):
@@ -99,11 +113,15 @@ def audit_pseudo_labels(
     gt_ids = {img["id"] for img in groundtruth.get("images", [])}
     ps_by_image = defaultdict(list)
     for ann in pseudo.get("annotations", []):
-        ps_by_image[ann["image_id"]].append(ann)
+        if not ann.get("iscrowd", 0):  # crowd boxes are ignore regions, not labels
+            ps_by_image[ann["image_id"]].append(ann)
 
     stats = {k: Counter() for k in ("image", "instance", "all")}
     exact_images = 0
     missed_instance, missed_painted = 0, 0
+    area = Counter()
+    for img in groundtruth.get("images", []):
+        area["pool"] += int(img.get("width") or 0) * int(img.get("height") or 0)
     for img in pseudo.get("images", []):
         pool_id = img["pool_image_id"]
         if pool_id not in gt_ids:
@@ -117,7 +135,10 @@ def audit_pseudo_labels(
             exact = Counter(a["category_id"] for a in ps) == Counter(a["category_id"] for a in gt)
             exact_images += int(exact)
         else:
-            painted = img.get("painted_boxes", [])
+            painted = img.get("painted_boxes", []) + img.get("ignore_boxes", [])
+            w, h = img.get("width"), img.get("height")
+            area["painted"] += _union_area(img.get("painted_boxes", []), w, h)
+            area["ignored"] += _union_area(img.get("ignore_boxes", []), w, h)
             for g, m in zip(gt, matched, strict=True):
                 if not m:
                     missed_instance += 1
@@ -140,6 +161,9 @@ def audit_pseudo_labels(
     out["pool_recall"] = _ratio(stats["all"]["true_positives"], pool_objects)
     out["instance_missed_objects"] = missed_instance
     out["instance_missed_painted"] = _ratio(missed_painted, missed_instance)
+    # Shares of the pool's image area (None when the ground truth has no image sizes).
+    out["area_painted_fraction"] = _ratio(area["painted"], area["pool"])
+    out["area_ignored_fraction"] = _ratio(area["ignored"], area["pool"])
     out["iou_threshold"] = iou_threshold
     return out
 

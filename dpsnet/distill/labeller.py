@@ -117,6 +117,8 @@ def _label_one(record, output, layout, params, image_dir, contiguous_to_dataset)
         threshold=params["threshold"],
         instance_threshold=params["instance_threshold"],
         uncertain_threshold=params["uncertain_threshold"],
+        accept_rule=params.get("accept_rule", "all"),
+        uncertain_mode=params.get("uncertain_mode", "paint"),
     )
     result = {
         "pool_image_id": record["image_id"],
@@ -125,9 +127,13 @@ def _label_one(record, output, layout, params, image_dir, contiguous_to_dataset)
         "predicted_count": float(counts[0]) if layout.levels[0] == "total" else float(counts.sum()),
     }
     if sel.kind == REJECTED:
+        result["reason"] = sel.reason
         return result
     file_name = os.path.abspath(record["file_name"])
-    painted_boxes = boxes[sel.ignore]
+    uncertain = boxes[sel.ignore]
+    ignore_mode = params.get("uncertain_mode", "paint") == "ignore"
+    # In "ignore" mode the image stays as it is and the uncertain boxes become ignore regions.
+    painted_boxes = uncertain[:0] if ignore_mode else uncertain
     painted_pixels = 0
     if sel.kind == INSTANCE_LEVEL and len(painted_boxes):
         image = read_image(record["file_name"])
@@ -144,6 +150,13 @@ def _label_one(record, output, layout, params, image_dir, contiguous_to_dataset)
         width=width,
         painted_boxes=[[round(float(v), 2) for v in b] for b in painted_boxes],
         painted_pixels=painted_pixels,
+        ignore_boxes=[
+            {
+                "category_id": contiguous_to_dataset[int(classes[i])],
+                "bbox_xyxy": [round(float(v), 2) for v in boxes[i]],
+            }
+            for i in (sel.ignore if ignore_mode else [])
+        ],
         annotations=[
             {
                 "category_id": contiguous_to_dataset[int(classes[i])],
@@ -174,7 +187,8 @@ def label_pool(
         records: the pool's records (see ``pool_records``); every rank passes the full list.
         mapper: the test-time dataset mapper.
         layout_fn: C -> CountLayout, called once with the counting view's channel count.
-        params: threshold, instance_threshold, uncertain_threshold, paint_color_bgr.
+        params: threshold, instance_threshold, uncertain_threshold, paint_color_bgr, and
+            optionally accept_rule ("all") and uncertain_mode ("paint"); see ``select_image``.
         image_dir: where painted copies go.
         contiguous_to_dataset: contiguous class index -> dataset category id.
 
@@ -226,6 +240,8 @@ def summarize(results: list[dict]) -> dict:
         "boxes": boxes[IMAGE_LEVEL] + boxes[INSTANCE_LEVEL],
         "painted_boxes": sum(len(r.get("painted_boxes", [])) for r in results),
         "painted_pixels": sum(r.get("painted_pixels", 0) for r in results),
+        "ignored_boxes": sum(len(r.get("ignore_boxes", [])) for r in results),
+        "dropped_uncertain_images": sum(r.get("reason") == "uncertain" for r in results),
         "image_level_fraction": kinds[IMAGE_LEVEL] / n,
         "mean_predicted_count": float(np.mean([r["predicted_count"] for r in results]))
         if results
@@ -249,6 +265,7 @@ def pseudo_label_json(results: list[dict], categories: list[dict], info: dict) -
                 "pool_file_name": r["pool_file_name"],
                 "pseudo_kind": r["kind"],
                 "painted_boxes": r["painted_boxes"],
+                "ignore_boxes": [b["bbox_xyxy"] for b in r.get("ignore_boxes", [])],
             }
         )
         for a in r["annotations"]:
@@ -263,6 +280,21 @@ def pseudo_label_json(results: list[dict], categories: list[dict], info: dict) -
                     "iscrowd": 0,
                     "score": a["score"],
                     "point_xy": [round(x + w / 2, 2), round(y + h / 2, 2)],
+                }
+            )
+        # Ignore regions as crowd boxes: detectron2's mapper drops them from the targets, and
+        # dpsnet.distill.ignore turns them into regions the RPN/ROI sampling leaves out.
+        for b in r.get("ignore_boxes", []):
+            x0, y0, x1, y1 = b["bbox_xyxy"]
+            w, h = round(x1 - x0, 2), round(y1 - y0, 2)
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": r["pool_image_id"],
+                    "category_id": b["category_id"],
+                    "bbox": [x0, y0, w, h],
+                    "area": round(w * h, 2),
+                    "iscrowd": 1,
                 }
             )
     return {"info": info, "categories": categories, "images": images, "annotations": annotations}

@@ -3,63 +3,71 @@
 Layout under ``cfg.OUTPUT_DIR``::
 
     distill_state.json        which stage every round reached (rewritten atomically)
-    distill_report.{json,md,png}
+    distill_report.{json,md,png}, distill_curve.png
     round_0/                  synthesis-only model (the baseline), its evaluation
     round_<r>/                pseudo_labels.json, images/ (painted copies), student checkpoints,
-                              eval_<mode>/ (evaluation outputs)
+                              threshold/ (evaluation on DISTILL.THRESHOLD_DATASET),
+                              eval_<mode>/ (evaluation outputs), curve_<iter>/ (learning curve)
+    round_<r>/control/        the same-budget control: round r-1's control (round 0 for r = 1)
+                              trained DISTILL.ITERS_PER_ROUND more iterations on DATASETS.TRAIN
+                              only, with the student's schedule and seed; evaluated alike
 
-A round goes through the stages start -> labelled -> audited -> trained -> done; the state file is
-written after each, so a killed run resumes at the stage it reached, and inside training at the
-last detectron2 checkpoint of that round (``resume_or_load(resume=True)``). Paths are fixed by the
-round number, so every process knows them without communication; only rank 0 writes files.
+A round goes through the stages start -> labelled -> audited -> trained -> thresholded -> done,
+then its control (``DISTILL.CONTROL``) through start -> trained -> thresholded -> done; the state
+file is written after each, so a killed run resumes at the stage it reached, and inside training
+at the last detectron2 checkpoint (``resume_or_load(resume=True)``). Paths are fixed by the round
+number, so every process knows them without communication; only rank 0 writes files.
+
+"thresholded": with ``DISTILL.THRESHOLD_DATASET`` the model is evaluated there, the threshold
+maximising cAcc is stored in the checkpoint (``dpsnet.utils.checkpoint_meta``) and the evaluation
+split is then evaluated at that threshold; without it, at ``TEST.RPC.SCORE_THRESHOLD``.
 
 The work of each stage sits in a ``Steps`` object (``Detectron2Steps`` by default), so the loop's
 bookkeeping can be tested with fast stand-ins.
 """
 
-import copy
 import logging
 import os
 from pathlib import Path
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog, MetadataCatalog
-from detectron2.evaluation import DatasetEvaluator, inference_on_dataset
 from detectron2.utils import comm
 
-from dpsnet.data.catalogue import Catalogue
 from dpsnet.distill import report
 from dpsnet.distill.audit import audit_pseudo_label_files
-from dpsnet.distill.guard import check_pool_disjoint
-from dpsnet.distill.labeller import (
-    count_layout_from_metadata,
-    label_pool,
-    pool_records,
-    pseudo_label_json,
-    register_pseudo_labels,
-    summarize,
+from dpsnet.distill.evaluation import (
+    CountGuidedComparison,
+    check_threshold_dataset,
+    round_figures,
+    set_count_guided,
+    threshold_choice,
 )
+from dpsnet.distill.guard import check_pool_disjoint
 from dpsnet.distill.pseudo_labels import threshold_for_round
-from dpsnet.distill.trainer import DistillTrainer
-from dpsnet.engine import build_evaluator, build_mapper
+from dpsnet.distill.steps import Detectron2Steps, count_levels, pseudo_dataset_name
 from dpsnet.utils.io import atomic_write_json, load_json
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "STATE_FILE",
+    "CountGuidedComparison",
     "Detectron2Steps",
     "RunMismatchError",
     "check_guard",
+    "control_config",
+    "count_levels",
     "pseudo_dataset_name",
+    "round_config",
     "round_dir",
     "run_distillation",
     "set_count_guided",
 ]
 
 STATE_FILE = "distill_state.json"
-STAGES = ("start", "labelled", "audited", "trained", "done")
-# Settings a resumed run must share with the run that wrote the state file.
+STAGES = ("start", "labelled", "audited", "trained", "thresholded", "done")
+# Settings a resumed run must share with the run that wrote the state file (a key missing from
+# an older state file is not compared).
 _FINGERPRINT_KEYS = (
     "DISTILL.THRESHOLD_SCHEDULE",
     "DISTILL.INSTANCE_THRESHOLD",
@@ -70,11 +78,17 @@ _FINGERPRINT_KEYS = (
     "DISTILL.ROUND0_WEIGHTS",
     "DISTILL.POOL_DATASET",
     "DISTILL.EVAL_DATASET",
+    "DISTILL.UNCERTAIN_MODE",
+    "DISTILL.ACCEPT_RULE",
+    "DISTILL.STUDENT_LR_FACTOR",
+    "DISTILL.STUDENT_WARMUP_ITERS",
+    "DISTILL.EMA_DECAY",
+    "DISTILL.TEACHER_FLIP",
+    "DISTILL.THRESHOLD_DATASET",
     "DATASETS.TRAIN",
     "SOLVER.MAX_ITER",
+    "SEED",
 )
-# Config keys that switch count-guided inference, in the order they are looked for.
-_COUNT_GUIDED_KEYS = ("MODEL.DPSNET.COUNT_GUIDED.ENABLED",)
 
 
 class RunMismatchError(RuntimeError):
@@ -85,40 +99,11 @@ def round_dir(cfg, r: int) -> Path:
     return Path(cfg.OUTPUT_DIR) / f"round_{r}"
 
 
-def pseudo_dataset_name(cfg, r: int) -> str:
-    return f"{cfg.DISTILL.POOL_DATASET}_pseudo_r{r}"
-
-
 def _get(cfg, dotted: str):
     node = cfg
     for part in dotted.split("."):
         node = node[part]
     return node
-
-
-def count_guided_key(cfg) -> str | None:
-    """The config key of count-guided inference, or None when the model has none."""
-    for key in _COUNT_GUIDED_KEYS:
-        try:
-            value = _get(cfg, key)
-        except KeyError:
-            continue
-        if isinstance(value, bool):
-            return key
-    return None
-
-
-def set_count_guided(cfg, on: bool) -> bool:
-    """Switch count-guided inference in a (mutable) config; False when there is no such key."""
-    key = count_guided_key(cfg)
-    if key is None:
-        return False
-    *parents, leaf = key.split(".")
-    node = cfg
-    for part in parents:
-        node = node[part]
-    node[leaf] = bool(on)
-    return True
 
 
 def _fingerprint(cfg) -> dict:
@@ -145,210 +130,73 @@ def check_guard(cfg) -> dict[str, int]:
     )
 
 
-def count_levels(cfg) -> list[str]:
-    """Counting-view levels to compare: DISTILL.COUNT_LEVELS, else the counting head's."""
-    if cfg.DISTILL.COUNT_LEVELS:
-        return list(cfg.DISTILL.COUNT_LEVELS)
-    try:
-        return list(cfg.MODEL.COUNTING_HEAD.LEVELS)
-    except (KeyError, AttributeError):
-        return []
+def round_config(cfg, r: int, init_weights: str | None, *, control: bool = False):
+    """The training config of round ``r`` (0: synthesized only; else the student's).
 
-
-def categories_from_metadata(meta) -> list[dict]:
-    """COCO categories (dataset ids, names, supercategories) of the training datasets."""
-    if meta.get("categories", None):
-        return copy.deepcopy(list(meta.categories))
-    return Catalogue.from_metadata(meta).to_categories()
-
-
-def round_config(cfg, r: int, teacher_weights: str | None):
-    """The training config of round ``r`` (0: synthesized only; else the student's)."""
+    Args:
+        cfg: the run's config.
+        r: the round.
+        init_weights: the weights a student starts from with ``STUDENT_INIT "teacher"`` (the
+            previous round's student; for the control, the previous round's control).
+        control: the control arm's config: DATASETS.TRAIN only, under ``round_<r>/control``,
+            otherwise the student's iterations, schedule, learning rate and seed.
+    """
     c = cfg.clone()
     c.defrost()
-    c.OUTPUT_DIR = str(round_dir(cfg, r))
+    c.OUTPUT_DIR = str(round_dir(cfg, r) / "control" if control else round_dir(cfg, r))
     # The loop evaluates itself; an empty test set keeps the trainer's final EvalHook a no-op.
     c.DATASETS.TEST = ()
     c.TEST.EVAL_PERIOD = 0
     if cfg.SEED >= 0:
         c.SEED = cfg.SEED + r
-    if r > 0:
-        c.DATASETS.TRAIN = (*cfg.DATASETS.TRAIN, pseudo_dataset_name(cfg, r))
+    if r == 0:
+        c.DISTILL.EMA_DECAY = 0.0  # an average over round 0 would be mostly the initialisation
+    else:
+        if not control:
+            c.DATASETS.TRAIN = (*cfg.DATASETS.TRAIN, pseudo_dataset_name(cfg, r))
         iters = int(cfg.DISTILL.ITERS_PER_ROUND)
         scale = iters / max(int(cfg.SOLVER.MAX_ITER), 1)
         c.SOLVER.MAX_ITER = iters
         c.SOLVER.STEPS = tuple(
             s2 for s2 in (int(s * scale) for s in cfg.SOLVER.STEPS) if 0 < s2 < iters
         )
-        c.SOLVER.WARMUP_ITERS = min(int(cfg.SOLVER.WARMUP_ITERS), max(iters // 10, 1))
+        c.SOLVER.BASE_LR = float(cfg.SOLVER.BASE_LR) * float(cfg.DISTILL.STUDENT_LR_FACTOR)
+        warmup = int(cfg.DISTILL.STUDENT_WARMUP_ITERS)
+        if warmup < 0:
+            warmup = min(int(cfg.SOLVER.WARMUP_ITERS), max(iters // 10, 1))
+        c.SOLVER.WARMUP_ITERS = min(warmup, iters)
         # At least one checkpoint inside the round, so that a killed round resumes mid-way.
         if c.SOLVER.CHECKPOINT_PERIOD >= iters:
             c.SOLVER.CHECKPOINT_PERIOD = max(iters // 2, 1)
         init = cfg.DISTILL.STUDENT_INIT
         if init == "teacher":
-            c.MODEL.WEIGHTS = teacher_weights
+            c.MODEL.WEIGHTS = init_weights
         elif init != "scratch":
             raise ValueError(f"DISTILL.STUDENT_INIT must be 'teacher' or 'scratch', got {init!r}")
     c.freeze()
     return c
 
 
-class CountGuidedComparison(DatasetEvaluator):
-    """RPC evaluation of one inference pass, with count-guided selection off and on.
-
-    Modes: "count_guided_off" (detections as the detector gives them, fixed threshold
-    ``TEST.RPC.SCORE_THRESHOLD``); "count_guided_on" (count-guided selection, then every kept
-    detection counts: the receipt is what the selection decided, so the evaluator's threshold is
-    lowered to ``COUNT_GUIDED.MIN_SCORE``); "count_guided_on_fixed" (count-guided selection, then
-    the fixed threshold as well: what evaluating a model with count-guided inference enabled
-    through the plain evaluator reports).
-    """
-
-    def __init__(self, cfg, dataset_name: str, out_dir: Path, guided: dict):
-        self._guided = guided
-        fixed = float(cfg.TEST.RPC.SCORE_THRESHOLD)
-        low = min(fixed, float(guided["min_score"]))
-        self._evaluators = {}
-        for mode, threshold in (
-            ("count_guided_off", fixed),
-            ("count_guided_on", low),
-            ("count_guided_on_fixed", fixed),
-        ):
-            c = cfg.clone()
-            c.defrost()
-            c.TEST.RPC.SCORE_THRESHOLD = threshold
-            c.freeze()
-            self._evaluators[mode] = build_evaluator(c, dataset_name, str(out_dir / f"eval_{mode}"))
-
-    def reset(self):
-        for e in self._evaluators.values():
-            e.reset()
-
-    def _select(self, out: dict) -> dict:
-        from dpsnet.modeling.postprocess import select_by_count
-
-        g = self._guided
-        counts = out["counts"][g["offset"] : g["offset"] + g["num_groups"]]
-        inst = select_by_count(
-            out["instances"],
-            counts.to(out["instances"].scores.device),
-            g["class_to_group"],
-            min_score=g["min_score"],
-            keep_score=g["keep_score"],
-        )
-        return {**out, "instances": inst}
-
-    def process(self, inputs, outputs):
-        self._evaluators["count_guided_off"].process(inputs, outputs)
-        guided = [self._select(o) for o in outputs]
-        self._evaluators["count_guided_on"].process(inputs, guided)
-        self._evaluators["count_guided_on_fixed"].process(inputs, guided)
-
-    def evaluate(self):
-        return {mode: e.evaluate() for mode, e in self._evaluators.items()}
-
-
-class Detectron2Steps:
-    """The real work of each stage, with dpsnet's (distillation) trainer."""
-
-    def train(self, cfg) -> str:
-        trainer = DistillTrainer(cfg)
-        trainer.resume_or_load(resume=True)
-        trainer.train()
-        return os.path.join(cfg.OUTPUT_DIR, "model_final.pth")
-
-    def _load(self, cfg, weights: str):
-        model = DistillTrainer.build_model(cfg)
-        DetectionCheckpointer(model).load(weights)
-        model.eval()
-        return model
-
-    def evaluate(self, cfg, weights: str, out_dir: Path) -> dict:
-        """Evaluation results per inference mode on ``DISTILL.EVAL_DATASET`` (rank 0).
-
-        With ``DISTILL.COMPARE_COUNT_GUIDED`` (and a model that has count-guided inference),
-        one inference pass feeds three evaluators (see ``CountGuidedComparison``); otherwise the
-        model is evaluated as configured, under "default".
-        """
-        name = cfg.DISTILL.EVAL_DATASET
-        c = cfg.clone()
-        c.defrost()
-        c.OUTPUT_DIR = str(out_dir)
-        compare = cfg.DISTILL.COMPARE_COUNT_GUIDED and set_count_guided(c, True)
-        c.freeze()
-        try:
-            model = self._load(c, weights)
-        except ValueError as e:  # e.g. the guiding level is not predicted by the head
-            logger.warning("Count-guided inference unavailable (%s): evaluating as configured", e)
-            compare, c = False, cfg
-            model = self._load(c, weights)
-        loader = DistillTrainer.build_test_loader(c, name)
-        if not compare or getattr(model, "count_guided", None) is None:
-            evaluator = build_evaluator(c, name, str(out_dir / "eval_default"))
-            return {"default": inference_on_dataset(model, loader, evaluator)}
-        guided, model.count_guided = model.count_guided, None  # infer once, without it
-        evaluator = CountGuidedComparison(c, name, out_dir, guided)
-        return inference_on_dataset(model, loader, evaluator)
-
-    def label(self, cfg, teacher_weights: str, r: int, out_json: Path) -> dict | None:
-        """Pseudo-label the pool with the teacher; rank 0 writes ``out_json``, returns stats."""
-        c = cfg.clone()
-        c.defrost()
-        # Count-guided inference reshapes detections with the counts: the two views would no
-        # longer be independent, and their agreement would mean nothing.
-        set_count_guided(c, False)
-        c.freeze()
-        model = self._load(c, teacher_weights)
-        meta = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
-        color = list(cfg.DISTILL.PAINT_COLOR) or list(cfg.MODEL.PIXEL_MEAN)
-        if cfg.INPUT.FORMAT == "RGB":  # painted copies are written by OpenCV, in BGR
-            color = color[::-1]
-        threshold = threshold_for_round(cfg.DISTILL.THRESHOLD_SCHEDULE, r)
-        params = {
-            "threshold": threshold,
-            "instance_threshold": cfg.DISTILL.INSTANCE_THRESHOLD,
-            "uncertain_threshold": cfg.DISTILL.UNCERTAIN_THRESHOLD,
-            "paint_color_bgr": color,
-        }
-        results = label_pool(
-            model,
-            pool_records(cfg.DISTILL.POOL_DATASET),
-            build_mapper(c, False),
-            layout_fn=lambda n: count_layout_from_metadata(meta, n, count_levels(cfg)),
-            params=params,
-            image_dir=out_json.parent / "images",
-            contiguous_to_dataset=dict(enumerate(Catalogue.from_metadata(meta).ids)),
-        )
-        stats = None
-        if comm.is_main_process():
-            stats = summarize(results)
-            info = {
-                "description": f"pseudo-labels of {cfg.DISTILL.POOL_DATASET}, round {r}",
-                "round": r,
-                "threshold": threshold,
-                "teacher_weights": str(teacher_weights),
-                "statistics": stats,
-            }
-            data = pseudo_label_json(results, categories_from_metadata(meta), info)
-            atomic_write_json(out_json, data)
-        comm.synchronize()
-        return stats
-
-    def register(self, cfg, r: int, json_file: Path) -> str:
-        name = pseudo_dataset_name(cfg, r)
-        register_pseudo_labels(name, str(json_file), MetadataCatalog.get(cfg.DATASETS.TRAIN[0]))
-        return name
+def control_config(cfg, r: int, init_weights: str):
+    """The control arm's training config of round ``r`` >= 1 (see ``round_config``)."""
+    return round_config(cfg, r, init_weights, control=True)
 
 
 def _groundtruth_path(cfg) -> str | None:
-    """The pool's hidden ground truth for the audit: the config's, the metadata's
-    ``groundtruth_json``, or ``pool_groundtruth.json`` in the pool's ``dataset_root``."""
+    """The pool's hidden ground truth for the audit (read after selection, never by it).
+
+    In order: ``DISTILL.POOL_GROUNDTRUTH``; the pool metadata's ``groundtruth_json``;
+    ``pool_groundtruth.json`` in its ``dataset_root``; the pool's own annotation file when the
+    pool is a labelled registered split (metadata ``evaluator_type`` "rpc" and ``json_file``).
+    """
     path = cfg.DISTILL.POOL_GROUNDTRUTH
     if not path:
         meta = MetadataCatalog.get(cfg.DISTILL.POOL_DATASET)
         path = meta.get("groundtruth_json", "")
         if not path and meta.get("dataset_root", ""):
             path = os.path.join(meta.dataset_root, "pool_groundtruth.json")
+        if not (path and os.path.isfile(path)) and meta.get("evaluator_type", None) == "rpc":
+            path = meta.get("json_file", "")
     return path if path and os.path.isfile(path) else None
 
 
@@ -358,10 +206,11 @@ def _load_state(cfg) -> dict:
     if not path.is_file():
         return {"fingerprint": fingerprint, "rounds": {}}
     state = load_json(path)
+    stored = state["fingerprint"]
     changed = [
-        f"{k}: {state['fingerprint'].get(k)!r} -> {v!r}"
+        f"{k}: {stored.get(k)!r} -> {v!r}"
         for k, v in fingerprint.items()
-        if state["fingerprint"].get(k) != v
+        if k in stored and stored[k] != v
     ]
     if changed:
         raise RunMismatchError(
@@ -371,15 +220,89 @@ def _load_state(cfg) -> dict:
     return state
 
 
+def _store_threshold(weights: str, choice: dict) -> None:
+    """Write the chosen threshold into the checkpoint (rank 0; files the run wrote only)."""
+    from dpsnet.utils.checkpoint_meta import update_meta
+
+    if comm.is_main_process() and os.path.isfile(weights):
+        update_meta(
+            weights,
+            score_threshold=choice["threshold"],
+            threshold_source=choice["source"],
+            count_guided_default=choice["count_guided_default"],
+        )
+
+
+class _Arm:
+    """Train -> threshold -> evaluate -> curve of one model, on a stage dict (shared code of the
+    distilled round and its control)."""
+
+    def __init__(self, cfg, steps, save, threshold_dataset: str | None):
+        self.cfg, self.steps, self.save = cfg, steps, save
+        self.threshold_dataset = threshold_dataset
+
+    def finish(self, st: dict, train_cfg, out_dir: Path, first_iter: int, own_weights: bool):
+        """Run the stages of ``st`` from "trained" on (``st["weights"]`` is set)."""
+        cfg = self.cfg
+        if st["stage"] == "trained":
+            st["threshold_choice"] = None
+            if self.threshold_dataset:
+                c = cfg.clone()
+                c.defrost()
+                c.DISTILL.EVAL_DATASET = self.threshold_dataset
+                c.TEST.RPC.SEARCH_THRESHOLD = True
+                c.freeze()
+                metrics = self.steps.evaluate(c, st["weights"], out_dir / "threshold")
+                st["threshold_choice"] = threshold_choice(metrics, self.threshold_dataset)
+                if own_weights:
+                    _store_threshold(st["weights"], st["threshold_choice"])
+            st["stage"] = "thresholded"
+            self.save()
+        if st["stage"] == "thresholded":
+            st["metrics"] = self.steps.evaluate(self._at_threshold(st), st["weights"], out_dir)
+            st["figures"] = round_figures(st["metrics"])
+            st["iteration"] = first_iter + int(train_cfg.SOLVER.MAX_ITER)
+            self._curve(st, train_cfg, out_dir, first_iter)
+            st["stage"] = "done"
+            self.save(plot=True)
+
+    def _at_threshold(self, st: dict):
+        choice = st.get("threshold_choice")
+        if not choice:
+            return self.cfg
+        c = self.cfg.clone()
+        c.defrost()
+        c.TEST.RPC.SCORE_THRESHOLD = float(choice["threshold"])
+        c.freeze()
+        return c
+
+    def _curve(self, st: dict, train_cfg, out_dir: Path, first_iter: int) -> None:
+        """Evaluate the learning-curve checkpoints of this training (DISTILL.CURVE_EVAL_PERIOD)."""
+        points = st.setdefault("curve", {})
+        train_dir = Path(train_cfg.OUTPUT_DIR)
+        for path in sorted(train_dir.glob("curve_*.pth")):
+            it = int(path.stem.split("_")[1])
+            if str(it) in points:
+                continue
+            metrics = self.steps.evaluate(self._at_threshold(st), str(path), out_dir / path.stem)
+            points[str(it)] = {"iteration": first_iter + it, "figures": round_figures(metrics)}
+            self.save()
+
+
 def run_distillation(cfg, steps=None, *, guard: bool = True) -> dict:
-    """Run (or resume) every round; returns the state (complete on rank 0).
+    """Run (or resume) every round and its control; returns the state (complete on rank 0).
 
     Args:
         cfg: a frozen config with dpsnet's keys.
         steps: the stage implementations (default ``Detectron2Steps``).
         guard: run the honesty guard first (the tool runs it before spawning processes).
+
+    Raises:
+        ValueError: ``DISTILL.THRESHOLD_DATASET`` is an evaluation split or the pool.
+        RunMismatchError: OUTPUT_DIR holds a run made with other settings.
     """
     steps = steps or Detectron2Steps()
+    threshold_dataset = check_threshold_dataset(cfg)
     if guard:
         check_guard(cfg)
     state = _load_state(cfg)
@@ -391,23 +314,24 @@ def run_distillation(cfg, steps=None, *, guard: bool = True) -> dict:
             atomic_write_json(out / STATE_FILE, state, indent=1)
             report.write_report(out, state, plot=plot)
 
+    arm = _Arm(cfg, steps, save, threshold_dataset)
     save()
     gt_path = _groundtruth_path(cfg)
+    round0_iters, iters = int(cfg.SOLVER.MAX_ITER), int(cfg.DISTILL.ITERS_PER_ROUND)
     for r in range(int(cfg.DISTILL.NUM_ROUNDS) + 1):
         rs = state["rounds"].setdefault(str(r), {"stage": "start"})
-        if rs["stage"] == "done":
-            continue
         rdir = round_dir(cfg, r)
+        first_iter = 0 if r == 0 else round0_iters + (r - 1) * iters
+        prev = state["rounds"].get(str(r - 1), {})
         pseudo_json = rdir / "pseudo_labels.json"
-        teacher = state["rounds"][str(r - 1)]["weights"] if r > 0 else None
         logger.info("Distillation round %d: at stage %r", r, rs["stage"])
-        if r == 0:
+        if r == 0 and rs["stage"] == "start":
             rs["stage"] = "audited"  # nothing to label in round 0
         if rs["stage"] == "start":
             rs["threshold"] = threshold_for_round(cfg.DISTILL.THRESHOLD_SCHEDULE, r)
-            rs["teacher"] = teacher
+            rs["teacher"] = prev.get("teacher_weights") or prev["weights"]
             rs["pseudo_json"] = str(pseudo_json)
-            rs["statistics"] = steps.label(cfg, teacher, r, pseudo_json)
+            rs["statistics"] = steps.label(cfg, rs["teacher"], r, pseudo_json)
             rs["stage"] = "labelled"
             save()
         if rs["stage"] == "labelled":
@@ -417,18 +341,30 @@ def run_distillation(cfg, steps=None, *, guard: bool = True) -> dict:
                 rs["audit"]["groundtruth"] = gt_path
             rs["stage"] = "audited"
             save()
+        train_cfg = round_config(cfg, r, prev.get("weights"))
         if rs["stage"] == "audited":
             if r == 0 and cfg.DISTILL.ROUND0_WEIGHTS:
                 rs["weights"] = cfg.DISTILL.ROUND0_WEIGHTS
             else:
                 if r > 0:
                     steps.register(cfg, r, pseudo_json)
-                rs["weights"] = steps.train(round_config(cfg, r, teacher))
+                rs["weights"] = steps.train(train_cfg)
+                ema = Path(train_cfg.OUTPUT_DIR) / "model_ema.pth"
+                if float(cfg.DISTILL.EMA_DECAY) > 0 and r > 0 and ema.is_file():
+                    rs["teacher_weights"] = str(ema)
             rs["stage"] = "trained"
             save()
-        if rs["stage"] == "trained":
-            rs["metrics"] = steps.evaluate(cfg, rs["weights"], rdir)
-            rs["stage"] = "done"
-            save(plot=True)
+        own = not (r == 0 and cfg.DISTILL.ROUND0_WEIGHTS)
+        arm.finish(rs, train_cfg, rdir, first_iter, own_weights=own)
+        if r > 0 and cfg.DISTILL.CONTROL:
+            ctl = rs.setdefault("control", {"stage": "start"})
+            prev_ctl = prev.get("control", prev)  # round 0 is round 1's control start
+            ctl_cfg = control_config(cfg, r, prev_ctl.get("weights"))
+            if ctl["stage"] == "start":
+                ctl["init"] = prev_ctl.get("weights")
+                ctl["weights"] = steps.train(ctl_cfg)
+                ctl["stage"] = "trained"
+                save()
+            arm.finish(ctl, ctl_cfg, rdir / "control", first_iter, own_weights=True)
         comm.synchronize()
     return state

@@ -26,8 +26,11 @@ from dpsnet.data.catalogue import CountingLayout
 __all__ = [
     "IMAGE_LEVEL",
     "INSTANCE_LEVEL",
+    "ACCEPT_RULES",
     "REJECTED",
+    "UNCERTAIN_MODES",
     "CountLayout",
+    "accept_view",
     "Selection",
     "counts_agree",
     "detection_count_vector",
@@ -41,6 +44,10 @@ INSTANCE_LEVEL = "instance"
 REJECTED = "rejected"
 
 _LEVELS = ("total", "supercategory", "category")
+#: Which counting-view channels image-level acceptance compares (``DISTILL.ACCEPT_RULE``).
+ACCEPT_RULES = ("all", "total", "per_category")
+#: What becomes of an instance-level sample's uncertain detections (``DISTILL.UNCERTAIN_MODE``).
+UNCERTAIN_MODES = ("paint", "ignore", "drop")
 
 
 #: The counting view's channel layout: the one type of :mod:`dpsnet.data.catalogue`.
@@ -79,6 +86,43 @@ def counts_agree(classes: np.ndarray, counts: np.ndarray, layout: CountLayout) -
     return bool(np.array_equal(predicted, detection_count_vector(classes, layout)))
 
 
+def accept_view(counts: np.ndarray, layout: CountLayout, rule: str = "all"):
+    """The counting-view channels (and their layout) that image-level acceptance compares.
+
+    Args:
+        counts: [C] counting-view predictions laid out as ``layout``.
+        layout: the counting view's channel layout.
+        rule: "all" (every channel the view has), "total" (the total count only; summed from
+            the finest level when the view has no total channel) or "per_category" (one channel
+            per product: the detections' per-product counts must all agree).
+
+    Returns:
+        (counts of the compared channels, their CountLayout).
+
+    Raises:
+        ValueError: unknown rule, or "per_category" on a view without category channels.
+    """
+    counts = np.asarray(counts, dtype=np.float64).reshape(-1)
+    if rule == "all":
+        return counts, layout
+    slices = layout.level_slices()
+    if rule == "total":
+        if "total" in slices:
+            part = counts[slices["total"]]
+        else:  # the finest level's channels partition the objects
+            finest = max(layout.levels, key=_LEVELS.index)
+            part = np.array([counts[slices[finest]].sum()])
+        return part, CountLayout(("total",), layout.num_classes)
+    if rule == "per_category":
+        if "category" not in slices:
+            raise ValueError(
+                f"DISTILL.ACCEPT_RULE 'per_category' needs a counting view with category channels; "
+                f"it predicts {list(layout.levels)} (add 'category' to MODEL.COUNTING_HEAD.LEVELS)"
+            )
+        return counts[slices["category"]], CountLayout(("category",), layout.num_classes)
+    raise ValueError(f"DISTILL.ACCEPT_RULE must be one of {ACCEPT_RULES}, got {rule!r}")
+
+
 def threshold_for_round(schedule: Sequence[float], round_index: int) -> float:
     """The image-level score threshold of distillation round ``round_index`` (1-based).
 
@@ -102,13 +146,16 @@ class Selection:
     Attributes:
         kind: IMAGE_LEVEL, INSTANCE_LEVEL or REJECTED.
         keep: indices of the detections that become labels.
-        ignore: indices of uncertain detections whose regions are painted over (instance-level
-            samples only).
+        ignore: indices of uncertain detections whose regions are painted over or ignored
+            (instance-level samples only).
+        reason: why an image was rejected ("" when it was not, "no_confident" when no detection
+            reaches the instance threshold, "uncertain" when ``uncertain_mode="drop"`` dropped it).
     """
 
     kind: str
     keep: np.ndarray
     ignore: np.ndarray
+    reason: str = ""
 
 
 def select_image(
@@ -121,6 +168,8 @@ def select_image(
     instance_threshold: float,
     uncertain_threshold: float,
     min_detections: int = 1,
+    accept_rule: str = "all",
+    uncertain_mode: str = "paint",
 ) -> Selection:
     """Decide how a teacher's output on one image becomes a pseudo-label (see module doc).
 
@@ -135,6 +184,9 @@ def select_image(
             [uncertain_threshold, instance_threshold) are returned in ``ignore``.
         min_detections: an image needs at least this many confident detections to be taken
             whole; an empty checkout tray teaches nothing and is most likely a missed pile.
+        accept_rule: which counting-view channels must agree (see ``accept_view``).
+        uncertain_mode: "paint" or "ignore" return uncertain detections in ``ignore``; "drop"
+            rejects an instance-level sample that has any (reason "uncertain").
 
     Returns:
         The Selection for this image.
@@ -143,14 +195,21 @@ def select_image(
     classes = np.asarray(classes, dtype=np.int64).reshape(-1)
     if scores.shape != classes.shape:
         raise ValueError(f"{scores.size} scores but {classes.size} classes")
+    if uncertain_mode not in UNCERTAIN_MODES:
+        raise ValueError(
+            f"DISTILL.UNCERTAIN_MODE must be one of {UNCERTAIN_MODES}, got {uncertain_mode!r}"
+        )
     empty = np.zeros(0, dtype=np.int64)
     confident = np.flatnonzero(scores >= threshold)
-    if confident.size >= min_detections and counts_agree(classes[confident], counts, layout):
+    view, view_layout = accept_view(counts, layout, accept_rule)
+    if confident.size >= min_detections and counts_agree(classes[confident], view, view_layout):
         return Selection(IMAGE_LEVEL, confident, empty)
     keep = np.flatnonzero(scores >= instance_threshold)
     if keep.size == 0:
-        return Selection(REJECTED, empty, empty)
+        return Selection(REJECTED, empty, empty, "no_confident")
     ignore = np.flatnonzero((scores >= uncertain_threshold) & (scores < instance_threshold))
+    if uncertain_mode == "drop" and ignore.size:
+        return Selection(REJECTED, empty, empty, "uncertain")
     return Selection(INSTANCE_LEVEL, keep, ignore)
 
 

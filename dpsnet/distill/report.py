@@ -13,6 +13,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["cacc_by_level", "flatten_metrics", "summarize_rounds", "write_report"]
 
+#: Figures of the distilled-vs-control table, in order.
+FIGURE_COLUMNS = ("cAcc", "easy/cAcc", "medium/cAcc", "hard/cAcc", "mAP50", "ACD", "count_MAE")
+
 LEVELS = ("averaged", "easy", "medium", "hard")
 # Prefixes of the evaluator's metrics that are not the fixed-threshold detection figures.
 _OTHER_PROTOCOLS = ("search", "count")
@@ -53,30 +56,142 @@ def cacc_by_level(results) -> dict[str, float]:
     return out
 
 
+def _mode_for(entry: dict | None) -> str | None:
+    """The inference mode of the headline figures: count-guided only where it won on held-out
+    data (``count_guided_default``), else plain ("count_guided_off" or "default")."""
+    if not entry:
+        return None
+    figures = entry.get("figures") or {}
+    if entry.get("count_guided_default") and "count_guided_on" in figures:
+        return "count_guided_on"
+    for mode in ("count_guided_off", "default"):
+        if mode in figures:
+            return mode
+    return next(iter(figures), None)
+
+
+def _arm_entry(st: dict) -> dict:
+    choice = st.get("threshold_choice") or {}
+    return {
+        "stage": st.get("stage"),
+        "weights": st.get("weights"),
+        "score_threshold": choice.get("threshold"),
+        "threshold_source": choice.get("source"),
+        "count_guided_default": choice.get("count_guided_default"),
+        "threshold_choice": choice or None,
+        "cAcc": {mode: cacc_by_level(res) for mode, res in (st.get("metrics") or {}).items()},
+        "figures": st.get("figures") or {},
+        "iteration": st.get("iteration"),
+    }
+
+
+def _gain(distilled: dict, control: dict) -> dict:
+    """distilled - control, per mode and figure, where both have it."""
+    out = {}
+    for mode, figs in distilled.items():
+        other = control.get(mode, {})
+        diff = {k: v - other[k] for k, v in figs.items() if k in other}
+        if diff:
+            out[mode] = diff
+    return out
+
+
+def _curve(state: dict, mode: str | None) -> dict:
+    """Learning-curve points per arm: the curve checkpoints and each round's final model."""
+    arms = {"distilled": [], "control": []}
+    keys = sorted(state.get("rounds", {}), key=int)
+    for key in keys:
+        rs = state["rounds"][key]
+        chains = ["distilled", "control"] if key == "0" else ["distilled"]
+        sources = [(rs, chains)]
+        if key != "0" and rs.get("control"):
+            sources.append((rs["control"], ["control"]))
+        for st, names in sources:
+            pts = list((st.get("curve") or {}).values())
+            if st.get("stage") == "done" and st.get("iteration") is not None:
+                pts.append({"iteration": st["iteration"], "figures": st.get("figures") or {}})
+            for p in pts:
+                figs = p["figures"].get(mode) or next(iter(p["figures"].values()), {})
+                point = {
+                    "iteration": p["iteration"],
+                    "round": int(key),
+                    "cAcc": figs.get("cAcc"),
+                    "mAP50": figs.get("mAP50"),
+                }
+                for name in names:
+                    arms[name].append(point)
+    for pts in arms.values():
+        pts.sort(key=lambda p: p["iteration"])
+    return arms
+
+
 def summarize_rounds(state: dict) -> dict:
-    """The report's content: one entry per round, and the gain of the last round over round 0."""
+    """The report's content: per round the distilled model and its same-budget control.
+
+    Returns:
+        {"rounds": [...], "gain_note", "change_over_round0", "headline", "curve"}. Each round:
+        its pseudo-label statistics and audit, the distilled model's figures per inference mode
+        (``figures``: cAcc averaged and per level, mAP50, mmAP, ACD, count_MAE) at its score
+        threshold, the control's (``control``), and ``gain`` = distilled - control of the same
+        round. ``change_over_round0`` compares the last round with round 0, which trained fewer
+        iterations: it is not a gain of the method.
+    """
     rounds = []
     for key in sorted(state.get("rounds", {}), key=int):
         rs = state["rounds"][key]
         entry = {
             "round": int(key),
-            "stage": rs.get("stage"),
             "threshold": rs.get("threshold"),
-            "weights": rs.get("weights"),
             "statistics": rs.get("statistics"),
             "audit": rs.get("audit"),
-            "cAcc": {mode: cacc_by_level(res) for mode, res in (rs.get("metrics") or {}).items()},
+            **_arm_entry(rs),
         }
+        ctl = rs.get("control")
+        entry["control"] = _arm_entry(ctl) if ctl else None
+        entry["gain"] = {}
+        if ctl and ctl.get("stage") == "done" and rs.get("stage") == "done":
+            entry["gain"] = _gain(entry["figures"], entry["control"]["figures"])
         rounds.append(entry)
-    done = [e for e in rounds if e["stage"] == "done" and e["cAcc"]]
-    gain = {}
+    done = [e for e in rounds if e["stage"] == "done" and e["figures"]]
+    change = {}
     if len(done) >= 2 and done[0]["round"] == 0:
-        first, last = done[0]["cAcc"], done[-1]["cAcc"]
-        for mode in last:
-            a, b = first.get(mode, {}).get("averaged"), last[mode].get("averaged")
+        first, last = done[0]["figures"], done[-1]["figures"]
+        for mode, figs in last.items():
+            a, b = first.get(mode, {}).get("cAcc"), figs.get("cAcc")
             if a is not None and b is not None:
-                gain[mode] = {"from_round": 0, "to_round": done[-1]["round"], "points": b - a}
-    return {"rounds": rounds, "averaged_cAcc_gain": gain}
+                change[mode] = {"from_round": 0, "to_round": done[-1]["round"], "points": b - a}
+    headline = _headline(done)
+    return {
+        "rounds": rounds,
+        "gain_note": "gain = distilled - control of the same round (same iterations, schedule, "
+        "seed and starting weights); change_over_round0 is not a gain (more iterations).",
+        "change_over_round0": change,
+        "headline": headline,
+        "curve": _curve(state, headline.get("mode") if headline else None),
+    }
+
+
+def _headline(done: list[dict]) -> dict:
+    """round0_cacc, final_cacc, control_cacc, final_map50 (%, averaged) and the threshold."""
+    if not done:
+        return {}
+    last = done[-1]
+    mode = _mode_for(last)
+    first = done[0] if done[0]["round"] == 0 else None
+    ctl = last.get("control") or {}
+    return {
+        "mode": mode,
+        "final_round": last["round"],
+        "round0_cacc": (first or {}).get("figures", {}).get(mode, {}).get("cAcc"),
+        "final_cacc": last["figures"].get(mode, {}).get("cAcc"),
+        "control_cacc": ctl.get("figures", {}).get(mode, {}).get("cAcc")
+        if ctl.get("stage") == "done"
+        else None,
+        "final_map50": last["figures"].get(mode, {}).get("mAP50"),
+        "threshold": last["score_threshold"],
+        "threshold_source": last["threshold_source"] or "TEST.RPC.SCORE_THRESHOLD (fixed)",
+        "count_guided_default": bool(last.get("count_guided_default")),
+    }
 
 
 def _fmt(v, digits: int = 2) -> str:
@@ -87,27 +202,62 @@ def _fmt(v, digits: int = 2) -> str:
     return str(v)
 
 
+def _row(cells) -> str:
+    return "| " + " | ".join(cells) + " |"
+
+
+def _comparison_table(summary: dict) -> list[str]:
+    header = ["round", "mode", "arm", "score thr.", *FIGURE_COLUMNS]
+    lines = [_row(header), "|" + "---|" * len(header)]
+    modes = sorted({m for e in summary["rounds"] for m in e["figures"]})
+    for e in summary["rounds"]:
+        for mode in modes:
+            arms = [("distilled" if e["round"] else "round 0", e)]
+            if e.get("control"):
+                arms.append(("control", e["control"]))
+            for name, a in arms:
+                figs = a["figures"].get(mode)
+                if figs is None:
+                    continue
+                cells = [str(e["round"]), mode, name, _fmt(a["score_threshold"])]
+                lines.append(_row(cells + [_fmt(figs.get(k)) for k in FIGURE_COLUMNS]))
+            gain = e["gain"].get(mode)
+            if gain:
+                cells = [str(e["round"]), mode, "**gain**", ""]
+                lines.append(_row(cells + [_signed(gain.get(k)) for k in FIGURE_COLUMNS]))
+    return lines
+
+
+def _signed(v) -> str:
+    return "-" if v is None else f"{v:+.2f}"
+
+
 def _markdown(summary: dict) -> str:
     lines = ["# Distillation report", ""]
+    h = summary.get("headline") or {}
+    if h:
+        lines += [
+            f"Headline ({h['mode']}, round {h['final_round']}, score threshold "
+            f"{_fmt(h['threshold'])} from {h['threshold_source']}): averaged cAcc "
+            f"{_fmt(h['final_cacc'])} % (round 0: {_fmt(h['round0_cacc'])} %, same-budget "
+            f"control: {_fmt(h['control_cacc'])} %), mAP50 {_fmt(h['final_map50'])}.",
+            "",
+        ]
     lines += [
-        "Fixed-threshold cAcc (%) on the held-out split after each round (round 0: synthesized "
-        "data only, the baseline). `search` is rpctool's protocol (threshold searched on the "
-        "evaluated set itself, optimistic), for comparison only.",
+        "Figures on the held-out evaluation split after each round: cAcc (%) averaged and per "
+        "level, mAP50 (%), ACD (items per image) and the counting view's count error (count_MAE, "
+        "items per image). Round 0 trains on synthesized data only. The control of round r "
+        "starts from round r-1's control (round 0 for r = 1) and trains the same iterations, "
+        "schedule and seed on synthesized data only; **gain** = distilled - control of the same "
+        "round. Modes: count-guided inference off / on (on: its own selection, "
+        "on_fixed: selection then the score threshold).",
         "",
+        *_comparison_table(summary),
     ]
-    modes = sorted({m for e in summary["rounds"] for m in e["cAcc"]})
-    header = ["round", "threshold", "mode", *LEVELS, "search"]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for e in summary["rounds"]:
-        for mode in modes or ["-"]:
-            c = e["cAcc"].get(mode, {})
-            row = [str(e["round"]), _fmt(e["threshold"]), mode]
-            row += [_fmt(c.get(lv)) for lv in LEVELS] + [_fmt(c.get("search/averaged"))]
-            lines.append("| " + " | ".join(row) + " |")
-    for mode, g in summary["averaged_cAcc_gain"].items():
+    for mode, g in summary["change_over_round0"].items():
         lines.append(
-            f"\nAveraged cAcc gain ({mode}), round {g['to_round']} over round 0: "
-            f"{g['points']:+.2f} points."
+            f"\nChange of averaged cAcc ({mode}), round {g['to_round']} against round 0: "
+            f"{g['points']:+.2f} points (more training iterations too: not a gain of the method)."
         )
     lines += ["", "## Pseudo-labels per round", ""]
     header = [
@@ -116,13 +266,14 @@ def _markdown(summary: dict) -> str:
         "instance-level imgs",
         "rejected",
         "boxes",
-        "painted boxes",
-        "audit precision",
-        "audit recall (selected)",
+        "painted / ignored boxes",
+        "precision",
+        "recall (selected)",
         "pool recall",
         "image-level exact",
+        "area painted / ignored",
     ]
-    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += [_row(header), "|" + "---|" * len(header)]
     for e in summary["rounds"]:
         s, a = e["statistics"], e["audit"]
         if not s:
@@ -133,7 +284,7 @@ def _markdown(summary: dict) -> str:
             str(s["instance_level_images"]),
             str(s["rejected_images"]),
             str(s["boxes"]),
-            str(s["painted_boxes"]),
+            f"{s.get('painted_boxes', 0)} / {s.get('ignored_boxes', 0)}",
         ]
         if a:
             row += [
@@ -141,51 +292,93 @@ def _markdown(summary: dict) -> str:
                 _fmt(a["all"]["recall"], 3),
                 _fmt(a["pool_recall"], 3),
                 _fmt(a["image_level_exact"], 3),
+                f"{_fmt(a.get('area_painted_fraction'), 3)} / "
+                f"{_fmt(a.get('area_ignored_fraction'), 3)}",
             ]
         else:
-            row += ["-"] * 4
-        lines.append("| " + " | ".join(row) + " |")
+            row += ["-"] * 5
+        lines.append(_row(row))
     lines += [
         "",
         "The audit compares the pseudo-labels with the pool's hidden ground truth after "
         "selection; it never feeds selection. Precision: pseudo boxes matching a ground-truth "
         "box of the same category (IoU >= 0.5); recall (selected): over the objects of the "
-        "selected images; image-level exact: image-level samples whose per-category counts are "
-        "exactly right.",
+        "selected images; image-level exact: the accuracy of image-level acceptance (accepted "
+        "images whose per-category counts are exactly right); area: share of the pool's image "
+        "area painted over or left as ignore regions.",
     ]
+    curve = summary.get("curve") or {}
+    if any(len(v) > 2 for v in curve.values()):
+        lines += ["", "## Learning curve", "", _row(["iteration", "arm", "round", "cAcc", "mAP50"])]
+        lines.append("|---|---|---|---|---|")
+        for name, pts in curve.items():
+            for p in pts:
+                cells = [str(p["iteration"]), name, str(p["round"])]
+                lines.append(_row(cells + [_fmt(p["cAcc"]), _fmt(p["mAP50"])]))
+        lines += ["", "![learning curve](distill_curve.png)"]
     return "\n".join(lines) + "\n"
 
 
+def _save(fig, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+
+
 def _plot(summary: dict, path: Path) -> None:
+    """Averaged and per-level cAcc per round: distilled (solid) and control (dashed)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    modes = sorted({m for e in summary["rounds"] for m in e["cAcc"]})
-    styles = {0: "-", 1: "--", 2: ":"}
-    for i, mode in enumerate(modes):
-        for lv in LEVELS:
-            pts = [
-                (e["round"], e["cAcc"][mode][lv])
-                for e in summary["rounds"]
-                if lv in e["cAcc"].get(mode, {})
-            ]
+    mode = (summary.get("headline") or {}).get("mode")
+    keys = dict(zip(LEVELS, ("cAcc", "easy/cAcc", "medium/cAcc", "hard/cAcc"), strict=True))
+    for lv, key in keys.items():
+        for arm, style in (("distilled", "-"), ("control", "--")):
+            pts = []
+            for e in summary["rounds"]:
+                a = e if arm == "distilled" or e["round"] == 0 else e.get("control")
+                v = ((a or {}).get("figures") or {}).get(mode, {}).get(key)
+                if v is not None:
+                    pts.append((e["round"], v))
             if pts:
                 xs, ys = zip(*pts, strict=True)
-                ax.plot(xs, ys, styles.get(i, "-"), marker="o", label=f"{lv} ({mode})")
+                ax.plot(xs, ys, style, marker="o", label=f"{lv} ({arm})")
     ax.set_xlabel("round (0 = synthesized only)")
-    ax.set_ylabel("cAcc (%) at the fixed threshold")
-    ax.set_title("Distillation: checkout accuracy per round")
+    ax.set_ylabel("cAcc (%)")
+    ax.set_title(f"Distillation vs same-budget control ({mode})")
     ax.grid(alpha=0.3)
     if ax.lines:
         ax.legend(fontsize=7)
         ax.xaxis.get_major_locator().set_params(integer=True)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
+    _save(fig, path)
+
+
+def _plot_curve(summary: dict, path: Path) -> None:
+    """Averaged cAcc and mAP50 against training iterations, for both arms."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), dpi=100)
+    for ax, key in zip(axes, ("cAcc", "mAP50"), strict=True):
+        for arm, style in (("distilled", "-"), ("control", "--")):
+            pts = [(p["iteration"], p[key]) for p in summary["curve"][arm] if p[key] is not None]
+            if pts:
+                xs, ys = zip(*pts, strict=True)
+                ax.plot(xs, ys, style, marker=".", label=arm)
+        ax.set_xlabel("training iterations (all rounds)")
+        ax.set_ylabel(f"{key} (%)")
+        ax.grid(alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    _save(fig, path)
 
 
 def write_report(output_dir: str | Path, state: dict, plot: bool = True) -> dict:
@@ -200,4 +393,6 @@ def write_report(output_dir: str | Path, state: dict, plot: bool = True) -> dict
     atomic_write_text(output_dir / "distill_report.md", _markdown(summary))
     if plot:
         _plot(summary, output_dir / "distill_report.png")
+        if any(len(v) > 2 for v in summary["curve"].values()):
+            _plot_curve(summary, output_dir / "distill_curve.png")
     return summary

@@ -9,20 +9,24 @@ A dataset is "pseudo" when its metadata has ``distill_pseudo=True`` (set by
 
 import itertools
 import logging
+import os
 
 import numpy as np
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_train_loader
 from detectron2.data.build import filter_images_with_only_crowd_annotations
 from detectron2.data.detection_utils import check_metadata_consistency
+from detectron2.engine import HookBase
 from detectron2.utils import comm
 from torch.utils.data.sampler import Sampler
 
+from dpsnet.distill.ignore import add_ignore_regions, enable_ignore_regions
+from dpsnet.distill.teacher import EMAHook
 from dpsnet.engine import Trainer, build_mapper
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DistillTrainer", "WeightedTrainingSampler", "mixing_weights"]
+__all__ = ["CurveCheckpointHook", "DistillTrainer", "WeightedTrainingSampler", "mixing_weights"]
 
 
 def mixing_weights(group_sizes: list[int], is_pseudo: list[bool], ratio) -> np.ndarray:
@@ -88,8 +92,53 @@ def _records(name: str, filter_empty: bool) -> list[dict]:
     return dicts
 
 
+class CurveCheckpointHook(HookBase):
+    """Save the model's weights every ``period`` iterations as ``curve_<iter>.pth``.
+
+    The learning curve (``DISTILL.CURVE_EVAL_PERIOD``): the loop evaluates these files after the
+    round, so that training is not slowed by evaluation and a resumed round keeps them.
+    """
+
+    def __init__(self, period: int, output_dir: str):
+        self.period = int(period)
+        self.output_dir = output_dir
+
+    def after_step(self):
+        it = self.trainer.iter + 1
+        if it % self.period or it >= self.trainer.max_iter or not comm.is_main_process():
+            return
+        model = self.trainer.model
+        state = getattr(model, "module", model).state_dict()
+        path = os.path.join(self.output_dir, f"curve_{it:07d}.pth")
+        torch.save({"model": {k: v.detach().cpu() for k, v in state.items()}}, path + ".tmp")
+        os.replace(path + ".tmp", path)
+
+
 class DistillTrainer(Trainer):
-    """dpsnet's Trainer whose train loader mixes synthesized and pseudo-labelled datasets."""
+    """dpsnet's Trainer whose train loader mixes synthesized and pseudo-labelled datasets.
+
+    With ``DISTILL.UNCERTAIN_MODE "ignore"`` its model and mapper honour ignore regions (see
+    ``dpsnet.distill.ignore``); ``DISTILL.EMA_DECAY`` adds the mean-teacher hook and
+    ``DISTILL.CURVE_EVAL_PERIOD`` the learning-curve checkpoints.
+    """
+
+    @classmethod
+    def build_model(cls, cfg):
+        model = super().build_model(cfg)
+        if cfg.DISTILL.UNCERTAIN_MODE == "ignore":
+            enable_ignore_regions(model)
+        return model
+
+    def build_hooks(self):
+        hooks = super().build_hooks()
+        extra = []
+        cfg = self.cfg
+        if float(cfg.DISTILL.EMA_DECAY) > 0:
+            extra.append(EMAHook(float(cfg.DISTILL.EMA_DECAY), cfg.OUTPUT_DIR))
+        if int(cfg.DISTILL.CURVE_EVAL_PERIOD) > 0:
+            extra.append(CurveCheckpointHook(int(cfg.DISTILL.CURVE_EVAL_PERIOD), cfg.OUTPUT_DIR))
+        # Before the writers (the last hook), after the checkpointer and the scheduler.
+        return hooks[:-1] + extra + hooks[-1:] if hooks else extra
 
     @classmethod
     def build_train_loader(cls, cfg):
@@ -110,9 +159,12 @@ class DistillTrainer(Trainer):
             list(cfg.DISTILL.MIX_RATIO),
         )
         seed = cfg.SEED if cfg.SEED >= 0 else None
+        mapper = build_mapper(cfg, True)
+        if cfg.DISTILL.UNCERTAIN_MODE == "ignore":
+            mapper = add_ignore_regions(mapper)
         return build_detection_train_loader(
             cfg,
-            mapper=build_mapper(cfg, True),
+            mapper=mapper,
             dataset=list(itertools.chain.from_iterable(groups)),
             sampler=WeightedTrainingSampler(weights, seed=seed),
         )

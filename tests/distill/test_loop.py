@@ -24,6 +24,7 @@ class FakeSteps:
 
     def __init__(self, kill_at=None):
         self.calls = []
+        self.thresholds = []
         self.kill_at = kill_at
 
     def _maybe_kill(self, what):
@@ -51,22 +52,50 @@ class FakeSteps:
     def register(self, cfg, r, json_file):
         self.calls.append(("register", r))
 
+    @staticmethod
+    def _where(path):
+        """(round, arm) of a round's folder: round_<r> or round_<r>/control."""
+        path = Path(path)
+        control = path.name == "control"
+        rdir = path.parent if control else path
+        return int(rdir.name.split("_")[1]), "control" if control else "distilled"
+
     def train(self, cfg):
-        r = int(Path(cfg.OUTPUT_DIR).name.split("_")[1])
-        self._maybe_kill(("train", r))
+        r, arm = self._where(cfg.OUTPUT_DIR)
+        self._maybe_kill(("train", r) if arm == "distilled" else ("train_control", r))
         if r > 0:
             assert cfg.SOLVER.MAX_ITER == cfg.DISTILL.ITERS_PER_ROUND
-            assert cfg.DATASETS.TRAIN[-1].endswith(f"_pseudo_r{r}")
-            assert cfg.MODEL.WEIGHTS.endswith(f"round_{r - 1}/model_final.pth")
+            if arm == "distilled":
+                assert cfg.DATASETS.TRAIN[-1].endswith(f"_pseudo_r{r}")
+                assert cfg.MODEL.WEIGHTS.endswith(f"round_{r - 1}/model_final.pth")
+            else:  # synthesized only, from the previous control (round 0 for round 1)
+                assert cfg.DATASETS.TRAIN == ("synth",)
+                prev = "round_0" if r == 1 else f"round_{r - 1}/control"
+                assert cfg.MODEL.WEIGHTS.endswith(f"{prev}/model_final.pth")
         return str(Path(cfg.OUTPUT_DIR) / "model_final.pth")
 
     def evaluate(self, cfg, weights, rdir):
-        r = int(Path(rdir).name.split("_")[1])
-        self._maybe_kill(("evaluate", r))
+        rdir = Path(rdir)
+        if rdir.name == "threshold":  # held-out data: searched threshold 0.3 + 0.1 r
+            r, arm = self._where(rdir.parent)
+            self.calls.append(("threshold", r, arm))
+            assert cfg.DISTILL.EVAL_DATASET == cfg.DISTILL.THRESHOLD_DATASET
+            off = {"search/threshold": 0.3 + 0.1 * r, "search/cAcc": 40.0}
+            return {"count_guided_off": {"rpc": off}, "count_guided_on": {"rpc": {"cAcc": 45.0}}}
+        r, arm = self._where(rdir)
+        self._maybe_kill(("evaluate", r) if arm == "distilled" else ("evaluate_control", r))
+        self.thresholds.append(cfg.TEST.RPC.SCORE_THRESHOLD)
+        base = 10.0 * r if arm == "distilled" else 4.0 * r
         out = {}
         for mode, bonus in (("count_guided_off", 0.0), ("count_guided_on", 1.0)):
             out[mode] = {
-                "rpc": {"cAcc": 10.0 * r + bonus, "easy/cAcc": 20.0 * r, "search/cAcc": 50.0}
+                "rpc": {
+                    "cAcc": base + bonus,
+                    "easy/cAcc": 2 * base,
+                    "search/cAcc": 50.0,
+                    "mAP50": 60.0 + r,
+                    "ACD": 1.0,
+                }
             }
         return out
 
@@ -104,29 +133,126 @@ def test_full_run_and_report(cfg):
     state = run_distillation(cfg, steps, guard=False)
     assert _done(state) == {0: "done", 1: "done", 2: "done", 3: "done"}
     assert [c for c in steps.calls if c[0] == "train"] == [("train", r) for r in range(4)]
+    # Every round >= 1 has a control, trained after the round from the previous control.
+    assert [c for c in steps.calls if c[0] == "train_control"] == [
+        ("train_control", r) for r in (1, 2, 3)
+    ]
+    assert all(state["rounds"][str(r)]["control"]["stage"] == "done" for r in (1, 2, 3))
     assert [state["rounds"][str(r)]["threshold"] for r in (1, 2, 3)] == [0.80, 0.85, 0.90]
     audit = state["rounds"]["1"]["audit"]
     assert audit["all"]["precision"] == 1.0 and audit["pool_recall"] == 1.0
     out = Path(cfg.OUTPUT_DIR)
     report = load_json(out / "distill_report.json")
-    assert report["averaged_cAcc_gain"]["count_guided_off"]["points"] == pytest.approx(30.0)
-    assert report["rounds"][2]["cAcc"]["count_guided_on"] == {
+    assert "averaged_cAcc_gain" not in report  # the old cross-baseline figure is gone
+    assert report["change_over_round0"]["count_guided_off"]["points"] == pytest.approx(30.0)
+    r2 = report["rounds"][2]
+    assert r2["cAcc"]["count_guided_on"] == {
         "averaged": 21.0,
         "easy": 40.0,
         "search/averaged": 50.0,
     }
+    # gain = distilled - control of the same round: 10 r - 4 r.
+    assert r2["gain"]["count_guided_off"]["cAcc"] == pytest.approx(12.0)
+    assert r2["gain"]["count_guided_off"]["mAP50"] == pytest.approx(0.0)
+    assert r2["control"]["figures"]["count_guided_off"]["easy/cAcc"] == pytest.approx(16.0)
+    assert report["rounds"][0]["gain"] == {} and report["rounds"][0]["control"] is None
+    head = report["headline"]
+    assert head["final_round"] == 3 and head["mode"] == "count_guided_off"
+    assert (head["round0_cacc"], head["final_cacc"], head["control_cacc"]) == (0.0, 30.0, 12.0)
+    assert head["final_map50"] == 63.0 and head["threshold"] is None
     md = (out / "distill_report.md").read_text()
-    assert "+30.00 points" in md and "| 3 | 0.90 | count_guided_on | 31.00 | 60.00 |" in md
+    assert "| 3 | count_guided_off | **gain** |  | +18.00 |" in md
+    assert "| 3 | count_guided_on | control | - | 13.00 | 24.00 |" in md
+    assert "not a gain of the method" in md
     assert (out / "distill_report.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_control_off(cfg):
+    c = cfg.clone()
+    c.defrost()
+    c.DISTILL.CONTROL = False
+    c.DISTILL.NUM_ROUNDS = 1
+    c.freeze()
+    steps = FakeSteps()
+    state = run_distillation(c, steps, guard=False)
+    assert "control" not in state["rounds"]["1"]
+    assert not [x for x in steps.calls if x[0] == "train_control"]
+    assert load_json(Path(c.OUTPUT_DIR) / "distill_report.json")["headline"]["control_cacc"] is None
+
+
+def test_threshold_chosen_on_held_out_and_used(cfg):
+    c = cfg.clone()
+    c.defrost()
+    c.DISTILL.NUM_ROUNDS = 1
+    c.DISTILL.THRESHOLD_DATASET = "some_val"
+    c.TEST.RPC.SEARCH_THRESHOLD = False
+    c.freeze()
+    steps = FakeSteps()
+    state = run_distillation(c, steps, guard=False)
+    assert [x for x in steps.calls if x[0] == "threshold"] == [
+        ("threshold", 0, "distilled"),
+        ("threshold", 1, "distilled"),
+        ("threshold", 1, "control"),
+    ]
+    # Each arm is evaluated at the threshold chosen for its own model.
+    assert steps.thresholds == pytest.approx([0.3, 0.4, 0.4])
+    choice = state["rounds"]["1"]["threshold_choice"]
+    assert choice["source"] == "some_val" and choice["count_guided_default"] is True
+    head = load_json(Path(c.OUTPUT_DIR) / "distill_report.json")["headline"]
+    assert head["threshold"] == pytest.approx(0.4) and head["mode"] == "count_guided_on"
+    assert head["final_cacc"] == 11.0 and head["threshold_source"] == "some_val"
+
+
+@pytest.mark.parametrize("name", ["mini_test", "pool"])
+def test_threshold_dataset_never_eval_or_pool(cfg, name):
+    c = cfg.clone()
+    c.defrost()
+    c.DISTILL.EVAL_DATASET = "mini_test"
+    c.DISTILL.POOL_DATASET = "pool"
+    c.DISTILL.THRESHOLD_DATASET = name
+    c.freeze()
+    with pytest.raises(ValueError, match="THRESHOLD_DATASET"):
+        run_distillation(c, FakeSteps(), guard=False)
+
+
+def test_curve_points_evaluated_and_reported(cfg):
+    c = cfg.clone()
+    c.defrost()
+    c.DISTILL.NUM_ROUNDS = 1
+    c.freeze()
+    for sub in ("round_0", "round_1", "round_1/control"):
+        d = Path(c.OUTPUT_DIR) / sub
+        d.mkdir(parents=True)
+        (d / "curve_0000005.pth").write_bytes(b"")
+    state = run_distillation(c, FakeSteps(), guard=False)
+    assert state["rounds"]["1"]["curve"]["5"]["iteration"] == 20 + 5
+    curve = load_json(Path(c.OUTPUT_DIR) / "distill_report.json")["curve"]
+    # round 0 (5, 20), then the round's own curve point and its final model (25, 27).
+    assert [p["iteration"] for p in curve["distilled"]] == [5, 20, 25, 27]
+    assert [p["iteration"] for p in curve["control"]] == [5, 20, 25, 27]
+    assert (Path(c.OUTPUT_DIR) / "distill_curve.png").is_file()
+    assert "## Learning curve" in (Path(c.OUTPUT_DIR) / "distill_report.md").read_text()
 
 
 @pytest.mark.parametrize(
     "kill_at, redone",
     [
         # Killed between rounds (round 1 done, round 2 not labelled yet).
-        (("label", 2), [("label", 2), ("register", 2), ("train", 2), ("evaluate", 2)]),
+        (
+            ("label", 2),
+            [
+                ("label", 2),
+                ("register", 2),
+                ("train", 2),
+                ("evaluate", 2),
+                ("train_control", 2),
+                ("evaluate_control", 2),
+            ],
+        ),
         # Killed inside round 2's training: labels are kept, training resumes.
         (("train", 2), [("register", 2), ("train", 2), ("evaluate", 2)]),
+        # Killed inside round 2's control: the distilled round 2 is not redone.
+        (("train_control", 2), [("train_control", 2), ("evaluate_control", 2)]),
     ],
 )
 def test_resume_after_kill(cfg, kill_at, redone):
@@ -137,9 +263,13 @@ def test_resume_after_kill(cfg, kill_at, redone):
     with pytest.raises(Killed):
         run_distillation(c, FakeSteps(kill_at=kill_at), guard=False)
     state = load_json(Path(c.OUTPUT_DIR) / STATE_FILE)
-    assert _done(state)[1] == "done" and _done(state).get(2) != "done"
+    r2 = state["rounds"].get("2", {})
+    assert _done(state)[1] == "done"
+    assert r2.get("stage") != "done" or r2.get("control", {}).get("stage") != "done"
     again = FakeSteps()
     state = run_distillation(c, again, guard=False)
+    if kill_at[0] == "train":
+        redone = [*redone, ("train_control", 2), ("evaluate_control", 2)]
     assert again.calls == redone  # nothing of rounds 0 and 1 is redone
     assert _done(state) == {0: "done", 1: "done", 2: "done"}
 
