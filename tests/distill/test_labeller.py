@@ -152,3 +152,81 @@ def test_count_guided_comparison_one_pass(mini_world, tmp_path):
     assert results["count_guided_off"]["rpc"]["cAcc"] == 0.0
     assert results["count_guided_on"]["rpc"]["cAcc"] == 100.0
     assert results["count_guided_on_fixed"]["rpc"]["cAcc"] == 0.0
+
+
+def test_ignore_mode_keeps_image_and_loader_returns_regions(mini_world, tmp_path):
+    """UNCERTAIN_MODE "ignore": no painted copy; the uncertain boxes reach the student's batches
+    as ``ignore_boxes`` (crowd annotations), not as labels."""
+    import itertools
+
+    from dpsnet.distill.trainer import DistillTrainer
+    from dpsnet.engine import load_config
+
+    names = mini_world.names
+    pool = DatasetCatalog.get(names["pool"])
+    ids = [r["image_id"] for r in pool]
+    opts = [
+        "DATASETS.TRAIN", f"('{names['train']}',)",
+        "DISTILL.POOL_DATASET", names["pool"],
+        "DISTILL.COUNT_LEVELS", "['total']",
+        "DISTILL.UNCERTAIN_MODE", "ignore",
+        "DISTILL.MIX_RATIO", "[0.0, 1.0]",
+        "OUTPUT_DIR", str(tmp_path),
+        "DATALOADER.NUM_WORKERS", "0",
+        "SOLVER.IMS_PER_BATCH", "2",
+        "INPUT.MIN_SIZE_TRAIN", "(96,)",
+        "MODEL.ROI_HEADS.NUM_CLASSES", str(mini_world.sizes["num_products"]),
+    ]  # fmt: skip
+    cfg = load_config(None, opts)
+    out_json = tmp_path / "round_1" / "pseudo_labels.json"
+    stats = ScriptedSteps(ids).label(cfg, "teacher.pth", 1, out_json)
+    assert stats["painted_boxes"] == 0 and stats["ignored_boxes"] == 2
+    data = load_json(out_json)
+    inst = next(img for img in data["images"] if img["pseudo_kind"] == "instance")
+    assert inst["file_name"] == next(r["file_name"] for r in pool if r["image_id"] == inst["id"])
+    assert sum(a["iscrowd"] for a in data["annotations"]) == 2
+
+    name = pseudo_dataset_name(cfg, 1)
+    register_pseudo_labels(name, str(out_json), MetadataCatalog.get(names["train"]))
+    try:
+        c = cfg.clone()
+        c.defrost()
+        c.DATASETS.TRAIN = (names["train"], name)
+        c.freeze()
+        loader = DistillTrainer.build_train_loader(c)
+        seen = {}
+        for batch in itertools.islice(loader, 6):
+            for x in batch:
+                seen[x["image_id"]] = (len(x["ignore_boxes"]), len(x["instances"]))
+        assert seen[inst["id"]] == (2, 1)  # two ignore regions, one label
+        assert all(n == 0 for image_id, (n, _) in seen.items() if image_id != inst["id"])
+    finally:
+        DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+
+def test_flip_teacher_merges_views():
+    from dpsnet.distill.teacher import FlipTeacher
+
+    class OneBox(torch.nn.Module):
+        """A detector that finds one box at the image's left edge, whatever the image."""
+
+        def forward(self, inputs):
+            outs = []
+            for x in inputs:
+                inst = Instances((20, 100))
+                inst.pred_boxes = Boxes(torch.tensor([[0.0, 0.0, 10.0, 10.0]]))
+                inst.scores = torch.tensor([0.9])
+                inst.pred_classes = torch.tensor([1])
+                outs.append(
+                    {"instances": inst, "counts": torch.tensor([float(x["image"][0, 0, 0])])}
+                )
+            return outs
+
+    image = torch.zeros(3, 20, 100)
+    image[0, 0, 0], image[0, 0, -1] = 2.0, 4.0
+    out = FlipTeacher(OneBox())([{"image": image}])[0]
+    # The flipped view's box unflips to the right edge: two single-view boxes at half score.
+    assert out["instances"].scores.tolist() == pytest.approx([0.45, 0.45])
+    assert sorted(out["instances"].pred_boxes.tensor[:, 0].tolist()) == [0.0, 90.0]
+    assert out["counts"].item() == pytest.approx(3.0)

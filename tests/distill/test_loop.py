@@ -328,3 +328,22 @@ def test_tool_refuses_leaking_pool(tmp_path, capsys):
             DatasetCatalog.remove(n)
             if n in MetadataCatalog.list():
                 MetadataCatalog.remove(n)
+
+
+def test_audit_reads_a_labelled_pool_split(tmp_path):
+    from dpsnet.distill.loop import _groundtruth_path
+
+    ann = tmp_path / "val.json"
+    ann.write_text(json.dumps({"images": [], "annotations": []}))
+    name = "distill_test_labelled_pool"
+    MetadataCatalog.get(name).set(json_file=str(ann), evaluator_type="rpc")
+    try:
+        c = get_cfg()
+        add_dpsnet_config(c)
+        c.DISTILL.POOL_DATASET = name
+        assert _groundtruth_path(c) == str(ann)
+        MetadataCatalog.remove(name)
+        MetadataCatalog.get(name).set(json_file=str(ann), evaluator_type=None)  # unlabelled
+        assert _groundtruth_path(c) is None
+    finally:
+        MetadataCatalog.remove(name)
