@@ -20,6 +20,21 @@ def add_dpsnet_config(cfg: CN) -> None:
     _add_test_config(cfg)
     _add_datasets_config(cfg)
     _add_solver_config(cfg)
+    _add_cpu_config(cfg)
+
+
+def _add_cpu_config(cfg: CN) -> None:
+    """MODEL.PRECISION / MODEL.CHANNELS_LAST / DATALOADER.*: CPU speed (dpsnet.engine.precision)."""
+    # CPU precision: "auto" (bfloat16 autocast only where a timing probe on this CPU says it is
+    # faster; float32 where the CPU has no bf16 flags), "float32" or "bfloat16". CUDA uses
+    # SOLVER.AMP.ENABLED instead.
+    cfg.MODEL.PRECISION = "auto"
+    # Channels-last layout for the trunk and FPN on CPU: "auto" (where the probe measures it
+    # faster), "on" or "off".
+    cfg.MODEL.CHANNELS_LAST = "auto"
+    # Decode every training image once and keep it in memory (small sets such as the mini
+    # world), so that the loader can run in-process and compute gets every core.
+    cfg.DATALOADER.CACHE_IMAGES = False
 
 
 def _add_solver_config(cfg: CN) -> None:
@@ -63,6 +78,13 @@ def _add_datasets_config(cfg: CN) -> None:
 
 def _add_model_config(cfg: CN) -> None:
     """MODEL.DPSNET and MODEL.COUNTING_HEAD: the dual-pyramid counting view (issue: model)."""
+    # Allow MODEL.WEIGHTS (and other weights files) in pickle format (.pkl): unpickling runs
+    # any code the file carries, so only for files from a source you trust (README: safety).
+    cfg.MODEL.TRUST_PICKLE = False
+    # MODEL.WEIGHTS is a trunk to start from: load the backbone (and FPN) only and leave every
+    # head randomly initialised, e.g. a detector trained on another class count. Otherwise a
+    # head whose shape differs from the weights' (another NUM_CLASSES) is an error.
+    cfg.MODEL.WEIGHTS_TRUNK_ONLY = False
     cfg.MODEL.DPSNET = CN()
     # Weight of the density (counting-view) loss added to the detection losses.
     cfg.MODEL.DPSNET.DENSITY_LOSS_WEIGHT = 1.0
@@ -138,6 +160,9 @@ def _add_input_config(cfg: CN) -> None:
     cfg.INPUT.ALBUMENTATIONS.TRANSFORMS = []
     # Also apply them at test time (test-time photometric perturbation; normally off).
     cfg.INPUT.ALBUMENTATIONS.TEST = False
+    # Largest image (width x height, read from the file's header before decoding) any tool
+    # reads; a bigger one is skipped with its reason (a hostile header can claim gigapixels).
+    cfg.INPUT.MAX_IMAGE_PIXELS = 50_000_000
 
 
 def _add_synthesis_config(cfg: CN) -> None:

@@ -37,9 +37,14 @@ class DPSNetDatasetMapper(DatasetMapper):
     """
 
     @configurable
-    def __init__(self, is_train: bool = True, *, density_generator=None, **kwargs):
+    def __init__(
+        self, is_train: bool = True, *, density_generator=None, cache_images: bool = False, **kwargs
+    ):
         super().__init__(is_train, **kwargs)
         self.density_generator = density_generator
+        # Decoded images by file name (DATALOADER.CACHE_IMAGES): a small training set is decoded
+        # once, so an in-process loader costs compute almost nothing.
+        self._cache: dict[str, np.ndarray] | None = {} if cache_images else None
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
@@ -49,6 +54,7 @@ class DPSNetDatasetMapper(DatasetMapper):
             ret["augmentations"] = ret["augmentations"] + [
                 AlbumentationsPhotometric(compose, cfg.INPUT.FORMAT)
             ]
+        ret["cache_images"] = bool(is_train and cfg.DATALOADER.CACHE_IMAGES)
         if is_train:
             head = cfg.MODEL.COUNTING_HEAD
             ret["density_generator"] = DensityTargetGenerator(
@@ -61,6 +67,14 @@ class DPSNetDatasetMapper(DatasetMapper):
         return ret
 
     def _read_image(self, dataset_dict: dict) -> np.ndarray:
+        if self._cache is None:
+            return self._decode(dataset_dict)
+        name = dataset_dict["file_name"]
+        if name not in self._cache:
+            self._cache[name] = self._decode(dataset_dict)
+        return self._cache[name].copy()  # an augmentation may work in place
+
+    def _decode(self, dataset_dict: dict) -> np.ndarray:
         # dpsnet's reader names the file and the problem on bad input; it reads BGR
         if self.image_format in ("BGR", "RGB"):
             image = read_image(dataset_dict["file_name"])

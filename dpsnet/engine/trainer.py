@@ -19,8 +19,14 @@ from detectron2.engine import DefaultTrainer
 from detectron2.evaluation import COCOEvaluator, DatasetEvaluators
 from detectron2.solver import build_optimizer as build_sgd_optimizer
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
+from detectron2.utils import comm
 
 from dpsnet.engine.checkpoint import add_checkpoint_fields
+from dpsnet.engine.precision import (
+    CpuSettings,
+    apply_cpu_settings,
+    settings_from_config,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -84,13 +90,49 @@ def build_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer:
     )
 
 
+_SETTINGS: dict[tuple, CpuSettings] = {}
+
+
+def cpu_settings_for(cfg) -> CpuSettings | None:
+    """Precision, layout and threads for a CPU run of ``cfg`` (None on CUDA), logged."""
+    if not str(cfg.MODEL.DEVICE).startswith("cpu"):
+        return None
+    key = (cfg.MODEL.PRECISION, cfg.MODEL.CHANNELS_LAST, cfg.DATALOADER.NUM_WORKERS)
+    if key in _SETTINGS:  # decided (and logged) once per process
+        return _SETTINGS[key]
+    settings = settings_from_config(cfg, processes_per_machine=comm.get_local_size())
+    _SETTINGS[key] = settings
+    logger.info(
+        "CPU settings: %s, channels-last %s, %d threads (%s)",
+        settings.precision,
+        "on" if settings.channels_last else "off",
+        settings.threads,
+        settings.reason,
+    )
+    return settings
+
+
 class Trainer(DefaultTrainer):
-    """DefaultTrainer with dpsnet's mapper, evaluators and optimizer choice."""
+    """DefaultTrainer with dpsnet's mapper, evaluators and optimizer choice.
+
+    On CPU its models run with the precision, layout and threads that
+    :mod:`dpsnet.engine.precision` chose for this machine (training, evaluation and the
+    distillation teacher alike): under bfloat16 only the forward pass is autocast; the backward
+    pass follows the forward's dtypes and the optimizer updates the float32 weights.
+    """
 
     def __init__(self, cfg):
         super().__init__(cfg)
         # Every checkpoint it saves carries the catalogue, layout, threshold and config.
         add_checkpoint_fields(self.checkpointer, cfg)
+
+    @classmethod
+    def build_model(cls, cfg):
+        model = super().build_model(cfg)
+        settings = cpu_settings_for(cfg)
+        if settings is not None:
+            apply_cpu_settings(model, settings)
+        return model
 
     @classmethod
     def build_optimizer(cls, cfg, model):

@@ -154,6 +154,10 @@ class DensityCountingHead(nn.Module):
             (B, C, h, w) non-negative density maps, and a dict of losses (empty in inference).
         """
         density = self.activation(self.predictor(self.conv(features[self.in_feature])))
+        # Under bfloat16 autocast the convolutions above run in bf16; a count is a sum over
+        # thousands of pixels divided by the mass, so the map, its sums and its losses are
+        # float32 (bf16's 8-bit mantissa would cost whole items on a crowded tray).
+        density = density.float()
         if not self.training:
             return density, {}
         return density, self.losses(density, targets)

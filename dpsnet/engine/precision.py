@@ -1,0 +1,359 @@
+"""Precision, memory layout and threads for CPU training and inference, decided by measuring.
+
+The same setting is right on one machine and ruinous on another: bfloat16 autocast ran a
+ResNet-18 training step 2.7x faster on a Xeon with AMX and 19x slower on an AVX2-only EPYC
+(REFERENCE.md). So ``auto`` never trusts flags alone: a CPU without bf16 flags gets float32
+without trying, and one with them runs a short timing probe (a small conv net's forward and
+backward, a few hundred milliseconds) in float32 and in bfloat16, in both memory layouts, and
+takes what measured faster. The result is cached per machine (CPU model, flags, torch version,
+threads) in ``$DPSNET_CACHE`` (default ``~/.cache/dpsnet``), so tools pay it once.
+
+CUDA keeps detectron2's own AMP (``SOLVER.AMP.ENABLED``); nothing here applies there.
+
+Threads: compute threads = usable cores (``os.sched_getaffinity``) minus the data loader's worker
+processes, at least one; an explicit ``OMP_NUM_THREADS`` wins. Under ``torch.distributed`` each
+of the machine's processes gets its share.
+"""
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CpuSettings",
+    "autocast_context",
+    "compute_threads",
+    "cpu_flags",
+    "has_bf16_flags",
+    "probe_cpu",
+    "resolve_cpu_settings",
+    "apply_cpu_settings",
+]
+
+#: /proc/cpuinfo flags that mean the CPU has bfloat16 arithmetic (AVX-512 BF16 or AMX tiles).
+BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+#: Probe input (batch, channels, size): a stand-in for a ResNet stage at the demo's scale.
+_PROBE_SHAPE = (2, 64, 56)
+_PROBE_REPEATS = 3
+#: bf16 or channels-last must be at least this much faster to be chosen (noise margin).
+_MIN_GAIN = 1.1
+
+
+@dataclass
+class CpuSettings:
+    """What a CPU process runs with, and why."""
+
+    precision: str = "float32"  # "float32" | "bfloat16"
+    channels_last: bool = False
+    threads: int = 1
+    reason: str = ""
+    probe: dict = field(default_factory=dict)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.precision == "bfloat16" else torch.float32
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where it cannot be read)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def has_bf16_flags(flags: set[str] | None = None) -> bool:
+    flags = cpu_flags() if flags is None else flags
+    return any(f in flags for f in BF16_FLAGS)
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def compute_threads(loader_workers: int = 0, processes_per_machine: int = 1) -> int:
+    """Compute threads for this process: the free cores, or ``OMP_NUM_THREADS`` when set.
+
+    Args:
+        loader_workers: data-loader worker processes of this process (each takes a core).
+        processes_per_machine: training processes sharing this machine's cores.
+    """
+    env = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    share = usable_cores() // max(int(processes_per_machine), 1)
+    return max(share - max(int(loader_workers), 0), 1)
+
+
+class _ProbeNet(nn.Module):
+    """A few conv + norm + ReLU layers: the kind of work a ResNet trunk and FPN do."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        layers = []
+        for _ in range(3):
+            layers += [nn.Conv2d(c, c, 3, padding=1, bias=False), nn.GroupNorm(8, c), nn.ReLU()]
+        self.body = nn.Sequential(*layers)
+        self.fc = nn.Linear(c, 10)
+
+    def forward(self, x):
+        return self.fc(self.body(x).mean((2, 3)))
+
+
+def _time_step(net: nn.Module, x: torch.Tensor, bf16: bool) -> float:
+    """Best-of-N seconds of one forward + backward (after a warm-up step)."""
+    best = float("inf")
+    for i in range(_PROBE_REPEATS + 1):
+        net.zero_grad(set_to_none=True)
+        start = time.perf_counter()
+        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
+        with ctx:
+            out = net(x)
+        out.float().sum().backward()
+        if i:  # the first step is a warm-up (kernel selection, allocation)
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
+def probe_cpu(threads: int, seed: int = 0) -> dict:
+    """Seconds per probe step in float32 / bfloat16 x contiguous / channels-last.
+
+    Returns:
+        {"float32": s, "bfloat16": s, "float32_cl": s, "bfloat16_cl": s, "seconds": total}.
+    """
+    start = time.perf_counter()
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        g = torch.Generator().manual_seed(seed)
+        n, c, s = _PROBE_SHAPE
+        x = torch.randn(n, c, s, s, generator=g)
+        net = _ProbeNet(c)
+        out = {}
+        for cl in (False, True):
+            net_cl = net.to(memory_format=torch.channels_last if cl else torch.contiguous_format)
+            xi = x.to(memory_format=torch.channels_last) if cl else x.contiguous()
+            for bf16 in (False, True):
+                key = ("bfloat16" if bf16 else "float32") + ("_cl" if cl else "")
+                out[key] = round(_time_step(net_cl, xi, bf16), 6)
+    finally:
+        torch.set_num_threads(old)
+    out["seconds"] = round(time.perf_counter() - start, 3)
+    return out
+
+
+def _cache_file() -> Path:
+    root = os.environ.get("DPSNET_CACHE") or os.path.join(Path.home(), ".cache", "dpsnet")
+    return Path(root) / "cpu_probe.json"
+
+
+def _cache_key(threads: int, flags: set[str]) -> str:
+    text = "|".join([_cpu_model(), " ".join(sorted(flags)), torch.__version__, str(threads)])
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def cached_probe(threads: int, flags: set[str], probe=probe_cpu) -> dict:
+    """``probe(threads)``, measured once per machine and cached (a bad cache file is ignored)."""
+    path = _cache_file()
+    key = _cache_key(threads, flags)
+    cache = {}
+    try:
+        cache = json.loads(path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    if isinstance(cache, dict) and isinstance(cache.get(key), dict):
+        return cache[key]
+    result = probe(threads)
+    cache = cache if isinstance(cache, dict) else {}
+    cache[key] = result
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache, indent=1))
+        os.replace(tmp, path)
+    except OSError as e:  # a read-only home must not stop training
+        logger.debug("could not cache the CPU probe in %s: %s", path, e)
+    return result
+
+
+def _choose(setting: str, name: str) -> bool | None:
+    """True/False for an explicit on/off setting, None for auto."""
+    s = str(setting).strip().lower()
+    if s in ("auto", ""):
+        return None
+    if s in ("on", "true", "1", "yes", "bfloat16", "bf16"):
+        return True
+    if s in ("off", "false", "0", "no", "float32", "fp32"):
+        return False
+    raise ValueError(f"{name} must be auto, on/off (or bfloat16/float32), got {setting!r}")
+
+
+def resolve_cpu_settings(
+    precision: str = "auto",
+    channels_last: str = "auto",
+    loader_workers: int = 0,
+    processes_per_machine: int = 1,
+    *,
+    flags: set[str] | None = None,
+    probe=probe_cpu,
+) -> CpuSettings:
+    """Decide precision, layout and threads for CPU work on this machine.
+
+    Args:
+        precision: "auto" | "float32" | "bfloat16" (``MODEL.PRECISION``).
+        channels_last: "auto" | "on" | "off" (``MODEL.CHANNELS_LAST``).
+        loader_workers: data-loader worker processes (they take cores from compute).
+        processes_per_machine: training processes on this machine.
+        flags: CPU flags (default: read from /proc/cpuinfo); for tests.
+        probe: the timing probe ``probe(threads) -> dict``; for tests.
+    """
+    flags = cpu_flags() if flags is None else flags
+    threads = compute_threads(loader_workers, processes_per_machine)
+    want_bf16 = _choose(precision, "MODEL.PRECISION")
+    want_cl = _choose(channels_last, "MODEL.CHANNELS_LAST")
+    s = CpuSettings(threads=threads)
+    reasons = []
+    need_probe = (want_bf16 is None and has_bf16_flags(flags)) or want_cl is None
+    timings = cached_probe(threads, flags, probe) if need_probe else {}
+    s.probe = timings
+
+    if want_bf16 is None:
+        if not has_bf16_flags(flags):
+            bf16 = False
+            reasons.append("float32: the CPU has no bf16 flags (amx_bf16/avx512_bf16)")
+        else:
+            fp32_best = min(timings["float32"], timings["float32_cl"])
+            bf16_best = min(timings["bfloat16"], timings["bfloat16_cl"])
+            bf16 = fp32_best / bf16_best >= _MIN_GAIN
+            reasons.append(
+                f"{'bfloat16' if bf16 else 'float32'}: probe {fp32_best * 1e3:.1f} ms float32 vs "
+                f"{bf16_best * 1e3:.1f} ms bfloat16"
+            )
+    else:
+        bf16 = want_bf16
+        reasons.append(f"{'bfloat16' if bf16 else 'float32'}: set in the config")
+    s.precision = "bfloat16" if bf16 else "float32"
+
+    if want_cl is None:
+        base = "bfloat16" if bf16 else "float32"
+        cl = timings[base] / timings[f"{base}_cl"] >= _MIN_GAIN
+        reasons.append(
+            f"channels-last {'on' if cl else 'off'}: probe {timings[base] * 1e3:.1f} ms "
+            f"contiguous vs {timings[f'{base}_cl'] * 1e3:.1f} ms channels-last"
+        )
+    else:
+        cl = want_cl
+        reasons.append(f"channels-last {'on' if cl else 'off'}: set in the config")
+    s.channels_last = cl
+    src = (
+        "OMP_NUM_THREADS"
+        if os.environ.get("OMP_NUM_THREADS", "").strip().isdigit()
+        else (
+            f"{usable_cores()} usable cores, {loader_workers} loader workers, "
+            f"{processes_per_machine} processes"
+        )
+    )
+    reasons.append(f"{threads} compute threads ({src})")
+    s.reason = "; ".join(reasons)
+    return s
+
+
+def settings_from_config(cfg, processes_per_machine: int = 1) -> CpuSettings:
+    """:func:`resolve_cpu_settings` with the config's keys and data-loader workers.
+
+    The environment variables ``DPSNET_PRECISION`` and ``DPSNET_CHANNELS_LAST`` (same values as
+    the keys) win over the config, as ``OMP_NUM_THREADS`` wins over the thread choice: e.g. the
+    test suite pins float32 so that its pinned loss values hold on every machine.
+    """
+    return resolve_cpu_settings(
+        os.environ.get("DPSNET_PRECISION") or cfg.MODEL.PRECISION,
+        os.environ.get("DPSNET_CHANNELS_LAST") or cfg.MODEL.CHANNELS_LAST,
+        loader_workers=int(cfg.DATALOADER.NUM_WORKERS),
+        processes_per_machine=processes_per_machine,
+    )
+
+
+def apply_cpu_settings(model: nn.Module | None, settings: CpuSettings) -> None:
+    """Set the thread count and, as chosen, bfloat16 autocast and channels-last for ``model``.
+
+    Autocast wraps the model's whole forward (training losses and inference alike); backward
+    and the optimizer step run outside it, on the float32 weights. Only the backbone (trunk and
+    FPN) changes layout: its convolutions are where channels-last pays; the RoI heads work on
+    flat features. A pre-hook converts the backbone's input, so the caller's tensors stay as
+    they are.
+    """
+    torch.set_num_threads(settings.threads)
+    if model is None:
+        return
+    if settings.precision == "bfloat16" and not getattr(model, "_dpsnet_autocast", False):
+        model.forward = _autocast_forward(model.forward)
+        model._dpsnet_autocast = True
+    if not settings.channels_last:
+        return
+    backbone = getattr(model, "backbone", None)
+    if backbone is None:
+        return
+    backbone.to(memory_format=torch.channels_last)
+    if not getattr(backbone, "_dpsnet_cl_hook", False):
+        backbone.register_forward_pre_hook(
+            lambda _m, args: tuple(
+                a.contiguous(memory_format=torch.channels_last)
+                if isinstance(a, torch.Tensor) and a.dim() == 4
+                else a
+                for a in args
+            )
+        )
+        backbone._dpsnet_cl_hook = True
+
+
+def _autocast_forward(forward):
+    @functools.wraps(forward)
+    def wrapped(*args, **kwargs):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return forward(*args, **kwargs)
+
+    return wrapped
+
+
+def autocast_context(settings: CpuSettings | None, device: str = "cpu"):
+    """bfloat16 autocast on CPU when chosen, else a no-op context.
+
+    Under CPU autocast, convolutions and matrix products run in bfloat16 while PyTorch's autocast
+    policy keeps losses (cross-entropy, smooth L1, ...) and reductions in float32; dpsnet's
+    counting view additionally casts its density map to float32 before the counting sums and
+    losses, and the density targets are float32 throughout.
+    """
+    if settings is None or settings.precision != "bfloat16" or not str(device).startswith("cpu"):
+        return nullcontext()
+    return torch.autocast("cpu", dtype=torch.bfloat16)
