@@ -34,7 +34,7 @@ import torch
 from detectron2.utils.events import EventStorage
 
 from dpsnet.engine import Trainer, load_config
-from dpsnet.engine.precision import cpu_flags, resolve_cpu_settings
+from dpsnet.utils.precision import cpu_flags, resolve_cpu_settings
 from dpsnet.utils.io import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]

@@ -33,7 +33,9 @@ from dpsnet.checkout import (
 )
 from dpsnet.engine import ConfigError, check_weights, load_config, resolve_device
 from dpsnet.engine.checkpoint import chosen_threshold, config_from_checkpoint
+from dpsnet.engine.trainer import cpu_settings_for
 from dpsnet.utils.io import BadInputError, load_json
+from dpsnet.utils.precision import apply_cpu_settings
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -103,6 +105,9 @@ def main(argv=None) -> int:
         catalog.source = f"{args.weights} (its catalogue)"
     try:  # the open-set pipeline reads its parts' files (detector, recogniser, gallery) here
         predictor = DefaultPredictor(cfg)
+        settings = cpu_settings_for(cfg)  # precision/layout/threads measured here (None on CUDA)
+        if settings is not None:
+            apply_cpu_settings(predictor.model, settings)
     except BadInputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

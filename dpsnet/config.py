@@ -24,7 +24,7 @@ def add_dpsnet_config(cfg: CN) -> None:
 
 
 def _add_cpu_config(cfg: CN) -> None:
-    """MODEL.PRECISION / MODEL.CHANNELS_LAST / DATALOADER.*: CPU speed (dpsnet.engine.precision)."""
+    """MODEL.PRECISION / MODEL.CHANNELS_LAST / DATALOADER.*: CPU speed (dpsnet.utils.precision)."""
     # CPU precision: "auto" (bfloat16 autocast only where a timing probe on this CPU says it is
     # faster; float32 where the CPU has no bf16 flags), "float32" or "bfloat16". CUDA uses
     # SOLVER.AMP.ENABLED instead.

@@ -5,7 +5,7 @@ import os
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 # Pinned loss values must hold on every machine: bfloat16 is chosen only where it measures
-# faster (dpsnet.engine.precision), so the suite pins float32 and contiguous layout; the
+# faster (dpsnet.utils.precision), so the suite pins float32 and contiguous layout; the
 # precision tests switch them on explicitly.
 os.environ.setdefault("DPSNET_PRECISION", "float32")
 os.environ.setdefault("DPSNET_CHANNELS_LAST", "off")

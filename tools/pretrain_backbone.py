@@ -15,6 +15,7 @@ import dpsnet  # noqa: F401  (first: shims detectron2 0.6, registers datasets)
 # isort: split
 import argparse
 import json
+import os
 import sys
 
 import torch
@@ -29,7 +30,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--output", required=True, help="the .pth to write")
-    parser.add_argument("--num-threads", type=int, default=0, help="torch CPU threads (0: all)")
+    parser.add_argument(
+        "--num-threads", type=int, default=0, help="torch CPU threads (0: the free cores)"
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
     try:
@@ -37,7 +40,8 @@ def main(argv=None) -> int:
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.num_threads:
+    if args.num_threads:  # wins over the thread count dpsnet would choose
+        os.environ["OMP_NUM_THREADS"] = str(args.num_threads)
         torch.set_num_threads(args.num_threads)
     setup_logger(name="dpsnet")
     try:

@@ -22,7 +22,7 @@ from detectron2.solver.build import get_default_optimizer_params, maybe_add_grad
 from detectron2.utils import comm
 
 from dpsnet.engine.checkpoint import add_checkpoint_fields
-from dpsnet.engine.precision import (
+from dpsnet.utils.precision import (
     CpuSettings,
     apply_cpu_settings,
     settings_from_config,
@@ -116,7 +116,7 @@ class Trainer(DefaultTrainer):
     """DefaultTrainer with dpsnet's mapper, evaluators and optimizer choice.
 
     On CPU its models run with the precision, layout and threads that
-    :mod:`dpsnet.engine.precision` chose for this machine (training, evaluation and the
+    :mod:`dpsnet.utils.precision` chose for this machine (training, evaluation and the
     distillation teacher alike): under bfloat16 only the forward pass is autocast; the backward
     pass follows the forward's dtypes and the optimizer updates the float32 weights.
     """

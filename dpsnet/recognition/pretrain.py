@@ -31,6 +31,7 @@ from dpsnet.recognition.crops import STORE_FACTOR, augment_crops, photometric_ji
 from dpsnet.recognition.train import load_crops
 from dpsnet.utils.checkpoint_meta import META_KEY
 from dpsnet.utils.io import atomic_path, atomic_write_json
+from dpsnet.utils.precision import apply_cpu_settings, settings_from_config
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +134,9 @@ def pretrain_backbone(cfg, output_path: str) -> dict:
     torch.manual_seed(seed)
     model = CropClassifier(cfg, len(classes))
     model.train()
+    # bfloat16 autocast / channels-last / threads as measured on this machine (the crops are
+    # in memory, so no loader process takes a core)
+    apply_cpu_settings(model, settings_from_config(cfg, loader_workers=0))
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=float(p.BASE_LR), weight_decay=float(p.WEIGHT_DECAY), fused=True
     )
@@ -152,7 +156,7 @@ def pretrain_backbone(cfg, output_path: str) -> dict:
     for _ in bar:
         pick = torch.randint(len(train_idx), (batch,), generator=generator)
         inputs = _augment(train_stored[pick], size, p, generator)
-        loss = F.cross_entropy(model(inputs), train_labels[pick])
+        loss = F.cross_entropy(model(inputs).float(), train_labels[pick])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -1,4 +1,4 @@
-"""CPU precision, layout and thread choice (dpsnet.engine.precision)."""
+"""CPU precision, layout and thread choice (dpsnet.utils.precision)."""
 
 import copy
 
@@ -7,7 +7,7 @@ import torch
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
-from dpsnet.engine import precision as P
+from dpsnet.utils import precision as P
 
 AMX = {"avx2", "avx512f", "amx_bf16", "avx512_bf16"}
 AVX2 = {"avx2", "fma"}

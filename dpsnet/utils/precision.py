@@ -289,7 +289,9 @@ def resolve_cpu_settings(
     return s
 
 
-def settings_from_config(cfg, processes_per_machine: int = 1) -> CpuSettings:
+def settings_from_config(
+    cfg, processes_per_machine: int = 1, loader_workers: int | None = None
+) -> CpuSettings:
     """:func:`resolve_cpu_settings` with the config's keys and data-loader workers.
 
     The environment variables ``DPSNET_PRECISION`` and ``DPSNET_CHANNELS_LAST`` (same values as
@@ -299,7 +301,9 @@ def settings_from_config(cfg, processes_per_machine: int = 1) -> CpuSettings:
     return resolve_cpu_settings(
         os.environ.get("DPSNET_PRECISION") or cfg.MODEL.PRECISION,
         os.environ.get("DPSNET_CHANNELS_LAST") or cfg.MODEL.CHANNELS_LAST,
-        loader_workers=int(cfg.DATALOADER.NUM_WORKERS),
+        loader_workers=int(
+            cfg.DATALOADER.NUM_WORKERS if loader_workers is None else loader_workers
+        ),
         processes_per_machine=processes_per_machine,
     )
 
@@ -321,7 +325,7 @@ def apply_cpu_settings(model: nn.Module | None, settings: CpuSettings) -> None:
         model._dpsnet_autocast = True
     if not settings.channels_last:
         return
-    backbone = getattr(model, "backbone", None)
+    backbone = getattr(model, "backbone", None) or getattr(model, "bottom_up", None)
     if backbone is None:
         return
     backbone.to(memory_format=torch.channels_last)
