@@ -7,7 +7,10 @@
     python tools/distill.py --config-file C --transductive    # allow a pool sharing eval images
 
 Re-running the same command resumes a killed run at the round, stage and iteration it reached.
-Writes OUTPUT_DIR/distill_report.{json,md,png}.
+Every round >= 1 also trains its same-budget control (DISTILL.CONTROL); with
+DISTILL.THRESHOLD_DATASET (a labelled split that is neither the pool nor evaluated) each model's
+score threshold is chosen there and stored in its checkpoint. Several seeds:
+tools/distill_seeds.py. Writes OUTPUT_DIR/distill_report.{json,md,png}.
 """
 
 import dpsnet  # noqa: F401  (first: shims detectron2 0.6, registers dpsnet's parts)
@@ -20,6 +23,7 @@ from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
+from dpsnet.distill.evaluation import check_threshold_dataset
 from dpsnet.distill.guard import PoolLeakError
 from dpsnet.distill.loop import RunMismatchError, check_guard, run_distillation
 from dpsnet.engine import ConfigError, check_weights, launch, load_config, resolve_device
@@ -64,7 +68,8 @@ def cli(argv=None):
             cfg.MODEL.WEIGHTS = cfg.DISTILL.ROUND0_WEIGHTS
             check_weights(cfg)
         check_guard(cfg)
-    except (ConfigError, PoolLeakError, RunMismatchError, KeyError) as e:
+        check_threshold_dataset(cfg)
+    except (ConfigError, PoolLeakError, RunMismatchError, KeyError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     logging.getLogger("dpsnet").info("Command line arguments: %s", args)
