@@ -109,6 +109,28 @@ def _shim_cpu_ddp() -> None:
     APPLIED.append("cpu_ddp")
 
 
+def _shim_retinanet_gn_probe() -> None:
+    # detectron2 0.6's RetinaNetHead probes its norm's type with get_norm(norm, 1); for "GN" that
+    # is GroupNorm(32, 1), which torch 2 rejects, so no RetinaNet with MODEL.RETINANET.NORM "GN"
+    # can be built. The one-channel probe gets a one-group norm (same type); the head's layers
+    # are built as before.
+    from detectron2.modeling.meta_arch import retinanet
+    from torch import nn
+
+    if getattr(retinanet.get_norm, "_dpsnet_probe_safe", False):
+        return
+    original = retinanet.get_norm
+
+    def get_norm(norm, out_channels):
+        if norm == "GN" and out_channels == 1:
+            return nn.GroupNorm(1, 1)
+        return original(norm, out_channels)
+
+    get_norm._dpsnet_probe_safe = True
+    retinanet.get_norm = get_norm
+    APPLIED.append("retinanet_gn_probe")
+
+
 def has_compiled_ops() -> bool:
     """Whether detectron2's compiled extension is present (not our placeholder)."""
     return not isinstance(sys.modules.get("detectron2._C"), _MissingCompiledOps)
@@ -135,6 +157,7 @@ def apply() -> None:
     _shim_numpy_aliases()
     _shim_missing_extension()
     _shim_cpu_ddp()
+    _shim_retinanet_gn_probe()
 
 
 apply()

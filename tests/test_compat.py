@@ -76,6 +76,19 @@ def test_cpu_ddp_shim_drops_device_ids(monkeypatch):
     assert "cpu_ddp" in compat.APPLIED
 
 
+def test_retinanet_head_with_group_norm_builds():
+    # detectron2 0.6 probes the norm with one channel: GroupNorm(32, 1) fails under torch 2.
+    from detectron2.layers import ShapeSpec
+    from detectron2.modeling.meta_arch.retinanet import RetinaNetHead
+    from torch import nn
+
+    head = RetinaNetHead(
+        input_shape=[ShapeSpec(channels=8)] * 2, num_classes=1, num_anchors=1, conv_dims=[32],
+        norm="GN",
+    )  # fmt: skip
+    assert isinstance(head.cls_subnet[1], nn.GroupNorm) and head.cls_subnet[1].num_groups == 32
+
+
 def test_import_without_detectron2_says_how(monkeypatch):
     import importlib.util
 
