@@ -127,3 +127,27 @@ def test_bad_sources_are_one_line_errors(tmp_path):
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "--exemplars" in proc.stderr
+
+
+def test_a_catalogue_change_reruns_and_never_reuses_the_old_model(tmp_path, capsys):
+    from dpsnet.engine.pipeline import Source, StageRunner
+    from dpsnet.engine.sources import move_stale_outputs, stage_keys, write_catalogue
+
+    old = Catalogue([7, 12], ["tea", "soap"])
+    new = Catalogue([7, 12, 40], ["tea", "soap", "Hafer-Drink"])  # a product added
+    out = tmp_path / "out"
+    write_catalogue(old, out)
+    (out / "distill").mkdir()
+    (out / "model_final.pth").write_bytes(b"old")
+    assert move_stale_outputs(out, old) is None and (out / "model_final.pth").is_file()
+    moved = move_stale_outputs(out, new)
+    assert moved and not (out / "model_final.pth").exists() and not (out / "distill").exists()
+    assert (out / "stale" / moved / "model_final.pth").read_bytes() == b"old"
+
+    src = Source("pipeline_pool")
+    a = tmp_path / "a.txt"
+    cmd = [sys.executable, "-c", f"open({str(a)!r}, 'a').write('x')"]
+    for cat in (old, old, new):  # the same command: skipped until the catalogue changes
+        runner = StageRunner(out, None, None, ("masks",), "stages.json")
+        runner.run(0, "masks", cmd, [a], stage_keys(cat, src, src, None)["masks"])
+    assert a.read_text() == "xx"
