@@ -37,5 +37,7 @@ setup(
             # The public RPC evaluation tool, used only as a test oracle for metric parity.
             "rpctool==0.1.6",
         ],
+        # The peer detector of benchmarks/bench_peer.py only; dpsnet never imports it.
+        "peer": ["ultralytics>=8.3"],
     },
 )
