@@ -14,6 +14,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import dpsnet  # noqa: E402,F401  (applies the detectron2 shims and registers everything)
+from dpsnet.data.mini_world import SIZE_PRESETS  # noqa: E402
 
 torch.set_num_threads(1)
 
@@ -41,20 +42,9 @@ def _restore_dataset_catalogs():
         MetadataCatalog.remove(name)
 
 
-#: Sizes of the test suite's mini world: tiny, built in about a second.
-MINI_WORLD_TEST_SIZES = dict(
-    num_products=6,
-    views_per_product=4,
-    bad_views_per_product=1,
-    val_images=6,
-    test_images=6,
-    pool_images=6,
-    d2s_views_per_product=1,
-    d2s_val_images=3,
-    exemplar_size=128,
-    image_size=192,
-    lookalike_pairs=1,
-)
+#: Sizes of the test suite's mini world: built in about a second (the "small" preset with fewer
+#: test and pool images).
+MINI_WORLD_TEST_SIZES = dict(SIZE_PRESETS["small"], test_images=6, pool_images=6)
 
 
 @pytest.fixture(scope="session")

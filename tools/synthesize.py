@@ -35,20 +35,20 @@ import sys
 
 from detectron2.utils.logger import setup_logger
 
+from dpsnet.data.datasets.checkout import CLUTTER_LEVELS
 from dpsnet.engine import ConfigError, load_config
-from dpsnet.synthesis.placement import LEVEL_NAMES
 from dpsnet.synthesis.writer import merge_shards, synthesize
 from dpsnet.utils.io import BadInputError
 
 
 def level_mix(text: str) -> list[float]:
     """``"hard"``, ``"easy,hard"`` or ``"easy:1,medium:1,hard:2"`` -> LEVEL_MIX weights."""
-    mix = dict.fromkeys(LEVEL_NAMES, 0.0)
+    mix = dict.fromkeys(CLUTTER_LEVELS, 0.0)
     for part in text.split(","):
         name, _, weight = part.strip().partition(":")
         if name not in mix:
             raise argparse.ArgumentTypeError(
-                f"unknown level {name!r} (use {', '.join(LEVEL_NAMES)})"
+                f"unknown level {name!r} (use {', '.join(CLUTTER_LEVELS)})"
             )
         try:
             mix[name] = float(weight) if weight else 1.0
@@ -56,7 +56,7 @@ def level_mix(text: str) -> list[float]:
             raise argparse.ArgumentTypeError(f"bad weight in {part!r}") from None
     if sum(mix.values()) <= 0:
         raise argparse.ArgumentTypeError(f"{text!r}: the weights sum to zero")
-    return [mix[n] for n in LEVEL_NAMES]
+    return [mix[n] for n in CLUTTER_LEVELS]
 
 
 def parse_args(argv=None):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-from dpsnet.data.datasets.checkout import LEVELS
+from dpsnet.data.datasets.checkout import CLUTTER_LEVELS
 from dpsnet.utils.io import BadInputError, read_image
 
 logger = logging.getLogger(__name__)
@@ -237,8 +237,8 @@ def check_dataset_json(
                 "duplicate_file_name", where, f"same file as image {names_seen[im['file_name']]}"
             )
         names_seen[im["file_name"]] = im["id"]
-        if "level" in im and im["level"] not in LEVELS:
-            report.add("bad_level", where, f"level {im['level']!r} is not one of {LEVELS}")
+        if "level" in im and im["level"] not in CLUTTER_LEVELS:
+            report.add("bad_level", where, f"level {im['level']!r} is not one of {CLUTTER_LEVELS}")
         image_by_id[im["id"]] = im
 
     ann_ids = set()
@@ -286,7 +286,7 @@ def check_dataset_json(
 
     per_level = defaultdict(lambda: {"images": 0, "instances": 0})
     for im in image_by_id.values():
-        if im.get("level") in LEVELS:
+        if im.get("level") in CLUTTER_LEVELS:
             per_level[im["level"]]["images"] += 1
             per_level[im["level"]]["instances"] += per_image[im["id"]]
     report.summary = {
@@ -294,7 +294,7 @@ def check_dataset_json(
         "instances": sum(per_image.values()),
         "images_without_annotations": sum(1 for i in image_by_id if per_image[i] == 0),
         "categories": len(cat_name),
-        "per_level": {lv: per_level[lv] for lv in LEVELS if lv in per_level},
+        "per_level": {lv: per_level[lv] for lv in CLUTTER_LEVELS if lv in per_level},
         "per_category": {cat_name[c]: per_cat[c] for c in sorted(cat_name)},
     }
     return report

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dpsnet.data.datasets.checkout import CLUTTER_LEVELS
 from dpsnet.evaluation.results_io import Detections, RPCGroundTruth
 from dpsnet.evaluation.rpc_analysis import confusion_matrix, most_confused, most_miscounted
 from dpsnet.evaluation.rpc_map import coco_map
@@ -47,7 +48,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-STANDARD_LEVELS = ("easy", "medium", "hard")
 PERCENT_KEYS = frozenset({"cAcc", "mCIoU", "mAP50", "mmAP", "total_acc", "agree", "agree_cAcc"})
 CHECKOUT_KEYS = ("cAcc", "ACD", "mCCD", "mCIoU")
 
@@ -76,8 +76,8 @@ def level_rows(gt: RPCGroundTruth, levels: Sequence[str] | None = None) -> dict[
     """
     present = set(gt.levels) - {""}
     if levels is None:
-        levels = [lv for lv in STANDARD_LEVELS if lv in present]
-        levels += sorted(present - set(STANDARD_LEVELS)) + ["averaged"]
+        levels = [lv for lv in CLUTTER_LEVELS if lv in present]
+        levels += sorted(present - set(CLUTTER_LEVELS)) + ["averaged"]
     level_of = np.array(gt.levels, dtype=object)
     return {
         lv: np.arange(gt.num_images) if lv == "averaged" else np.flatnonzero(level_of == lv)

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from dpsnet.data.datasets.checkout import CLUTTER_LEVELS
+
 __all__ = ["make_ground_truth", "make_results"]
 
-LEVELS = ("easy", "medium", "hard")
 # Items per image (inclusive bounds), close to RPC's 7.15 / 12.30 / 17.35 averages.
 ITEMS = {"easy": (4, 10), "medium": (10, 15), "hard": (15, 20)}
 CATEGORIES_PER_IMAGE = {"easy": (3, 4), "medium": (5, 7), "hard": (8, 10)}
@@ -23,7 +24,7 @@ def make_ground_truth(
     num_supercategories: int = 17,
     seed: int = 0,
     image_size: int = 1815,
-    levels: tuple[str, ...] = LEVELS,
+    levels: tuple[str, ...] = CLUTTER_LEVELS,
 ) -> dict:
     """An RPC-format annotation dict: images (with ``level``), categories, boxes.
 

@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from dpsnet.data.datasets.checkout import CLUTTER_LEVELS
 from dpsnet.synthesis.backgrounds import Backgrounds
 from dpsnet.synthesis.items import CutoutCache, Item
 from dpsnet.synthesis.placement import (
-    LEVEL_NAMES,
     find_position,
     level_of_index,
     sample_instances,
@@ -88,9 +88,9 @@ class ComposeParams:
         if len(self.level_mix) != 3 or len(self.categories) != 3 or len(self.instances) != 3:
             raise ValueError(
                 "SYNTHESIS.COMPOSE.LEVEL_MIX, CATEGORIES and INSTANCES need one entry per level "
-                f"({', '.join(LEVEL_NAMES)})"
+                f"({', '.join(CLUTTER_LEVELS)})"
             )
-        for name, c, n in zip(LEVEL_NAMES, self.categories, self.instances, strict=True):
+        for name, c, n in zip(CLUTTER_LEVELS, self.categories, self.instances, strict=True):
             _pair(c, "CATEGORIES", 1)
             _pair(n, "INSTANCES", 1)
             if c[0] > n[1]:
@@ -365,7 +365,7 @@ class SceneComposer:
         t["finish"] = time.thread_time() - tg
         return Scene(
             image=image,
-            level=LEVEL_NAMES[li],
+            level=CLUTTER_LEVELS[li],
             annotations=annotations,
             planned=n,
             placed=len(placed),

@@ -18,9 +18,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: Clutter levels, in the order of the SYNTHESIS.COMPOSE per-level keys.
-LEVEL_NAMES = ("easy", "medium", "hard")
-
 _GOLDEN = 0.6180339887498949  # 1 / golden ratio: the most even one-dimensional Weyl sequence
 
 

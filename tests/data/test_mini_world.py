@@ -6,25 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from dpsnet.data.mini_world import (
-    ID_OFFSETS,
-    LEVELS,
-    build_mini_world,
-)
+from dpsnet.data.mini_world import ID_OFFSETS, LEVEL_ITEMS, SIZE_PRESETS, build_mini_world
 
-TINY = dict(
-    num_products=3,
-    views_per_product=3,
-    bad_views_per_product=1,
-    val_images=3,
-    test_images=3,
-    pool_images=2,
-    d2s_views_per_product=1,
-    d2s_val_images=1,
-    exemplar_size=96,
-    image_size=128,
-    lookalike_pairs=1,
-)
+TINY = SIZE_PRESETS["tiny"]
 
 
 def _json(path):
@@ -101,7 +85,7 @@ def test_levels_follow_the_table(mini_world):
         per_image.setdefault(a["image_id"], []).append(a["category_id"])
     for im in data["images"]:
         cats = per_image.get(im["id"], [])
-        (c0, c1), (n0, n1) = LEVELS[im["level"]]
+        (c0, c1), (n0, n1) = LEVEL_ITEMS[im["level"]]
         assert len(set(cats)) <= c1 and len(cats) <= n1
         assert len(cats) >= min(n0, 3)  # tiny trays may drop an item that does not fit
 

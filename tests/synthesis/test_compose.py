@@ -8,9 +8,9 @@ import pytest
 from compose_helpers import flat_colour_index, mini_world_index
 from pycocotools import mask as mask_utils
 
+from dpsnet.data.datasets.checkout import CLUTTER_LEVELS
 from dpsnet.synthesis.compose import ComposeParams, SceneComposer
 from dpsnet.synthesis.items import check_items, load_index
-from dpsnet.synthesis.placement import LEVEL_NAMES
 from dpsnet.synthesis.rle import crop_to_rle
 
 PLAIN = dict(shadow=False, photometric=(), noise_std=0.0, num_generated_backgrounds=2)
@@ -164,7 +164,7 @@ def test_counts_per_level_fall_in_their_ranges(mini_items):
     seen = set()
     for index in range(12):
         scene = composer.compose(index)
-        li = LEVEL_NAMES.index(scene.level)
+        li = CLUTTER_LEVELS.index(scene.level)
         n0, n1 = params.instances[li]
         c0, c1 = params.categories[li]
         cats = {a["category_id"] for a in scene.annotations}
@@ -172,7 +172,7 @@ def test_counts_per_level_fall_in_their_ranges(mini_items):
         assert n0 <= len(scene.annotations) <= n1
         assert c0 <= len(cats) <= c1
         seen.add(scene.level)
-    assert seen == set(LEVEL_NAMES)
+    assert seen == set(CLUTTER_LEVELS)
 
 
 def test_scene_depends_on_seed_and_index_only(mini_items):

@@ -20,8 +20,9 @@ from dpsnet.utils.io import BadInputError, load_json
 
 logger = logging.getLogger(__name__)
 
-#: The clutter levels RPC uses; any other ``level`` value is an error.
-LEVELS = ("easy", "medium", "hard")
+#: The clutter levels RPC uses, in order; any other ``level`` value is an error. The one place
+#: they are named: everything else (evaluation, synthesis, the mini world) imports this.
+CLUTTER_LEVELS = ("easy", "medium", "hard")
 
 #: Metadata keys derived from a JSON's ``categories`` (filled lazily by ``CheckoutMetadata``).
 CATEGORY_KEYS = (
@@ -170,8 +171,8 @@ def load_checkout_json(
             category, or an unknown level; the message names the file.
     """
     json_file = os.fspath(json_file)
-    if level is not None and level not in LEVELS:
-        raise ValueError(f"level must be one of {LEVELS}, got {level!r}")
+    if level is not None and level not in CLUTTER_LEVELS:
+        raise ValueError(f"level must be one of {CLUTTER_LEVELS}, got {level!r}")
     data = load_json(json_file)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise BadInputError(f"{json_file}: no top-level 'images' list (not a COCO/RPC JSON?)")
@@ -193,9 +194,10 @@ def load_checkout_json(
             raise BadInputError(f"{json_file}: duplicate image id {img_id}")
         image_ids.add(img_id)
         img_level = img.get("level")
-        if img_level is not None and img_level not in LEVELS:
+        if img_level is not None and img_level not in CLUTTER_LEVELS:
             raise BadInputError(
-                f"{json_file}: image {img_id} has level {img_level!r}, expected one of {LEVELS}"
+                f"{json_file}: image {img_id} has level {img_level!r},"
+                f" expected one of {CLUTTER_LEVELS}"
             )
         if level is not None and img_level != level:
             continue

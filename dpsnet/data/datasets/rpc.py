@@ -13,7 +13,7 @@ Every split takes its classes from the training JSON's categories (all RPC files
 
 import os
 
-from dpsnet.data.datasets.checkout import LEVELS, register_checkout_dataset
+from dpsnet.data.datasets.checkout import CLUTTER_LEVELS, register_checkout_dataset
 
 #: split -> (image folder, annotation file, evaluator type), relative to the RPC root.
 RPC_SPLITS = {
@@ -41,7 +41,7 @@ def register_rpc_layout(root: str | os.PathLike, prefix: str, metadata: dict | N
     categories_json = os.path.join(root, RPC_SPLITS["train"][1])
     names = {}
     for split, (image_dir, json_name, evaluator) in RPC_SPLITS.items():
-        levels = (None, *LEVELS) if split in LEVELLED_SPLITS else (None,)
+        levels = (None, *CLUTTER_LEVELS) if split in LEVELLED_SPLITS else (None,)
         for level in levels:
             key = split if level is None else f"{split}_{level}"
             name = f"{prefix}_{key}"

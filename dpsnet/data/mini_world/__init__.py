@@ -1,26 +1,28 @@
 """The built-in mini checkout world: a small synthetic stand-in for RPC (and D2S).
 
-``build_mini_world(root, seed=0, **sizes)`` writes it; ``dpsnet.data.datasets.builtin`` registers
-it as ``mini_rpc_*`` / ``mini_d2s_*``. See ``build.py`` for the layout on disk.
+``build_mini_world(root, seed=0, **sizes)`` writes it (``build.py``: the layout on disk);
+``dpsnet.data.datasets.builtin`` registers it as ``mini_rpc_*`` / ``mini_d2s_*``. ``world.py``
+says what a world is (sizes, presets, ids, files), ``products.py`` and ``render.py`` draw it,
+``jobs.py`` runs the drawing per image, ``d2s.py`` writes the D2S-style variant.
 """
 
-from dpsnet.data.mini_world.build import (
+from dpsnet.data.mini_world.build import build_mini_world
+from dpsnet.data.mini_world.products import SUPERCATEGORIES, ProductSpec, make_catalogue
+from dpsnet.data.mini_world.render import LEVEL_ITEMS
+from dpsnet.data.mini_world.world import (
     DEFAULT_SIZES,
     GENERATOR_VERSION,
     ID_OFFSETS,
-    LEVEL_NAMES,
+    SIZE_PRESETS,
     MiniWorld,
-    build_mini_world,
 )
-from dpsnet.data.mini_world.products import SUPERCATEGORIES, ProductSpec, make_catalogue
-from dpsnet.data.mini_world.render import LEVELS
 
 __all__ = [
     "DEFAULT_SIZES",
     "GENERATOR_VERSION",
     "ID_OFFSETS",
-    "LEVELS",
-    "LEVEL_NAMES",
+    "LEVEL_ITEMS",
+    "SIZE_PRESETS",
     "SUPERCATEGORIES",
     "MiniWorld",
     "ProductSpec",

@@ -16,7 +16,7 @@ import numpy as np
 #: Clutter levels: (min, max) categories and (min, max) instances per checkout image. RPC's
 #: scheme (3-4 categories / <=10 items easy, 5-7 / 10-15 medium, more / 15-20 hard) scaled to the
 #: mini world, whose products cover a larger share of the tray than RPC's do.
-LEVELS = {
+LEVEL_ITEMS = {
     "easy": ((2, 4), (3, 6)),
     "medium": ((4, 6), (7, 10)),
     "hard": ((6, 8), (11, 14)),
@@ -187,7 +187,7 @@ def _box_iou(b: tuple, boxes: list) -> float:
     return float((inter / union).max())
 
 
-def pick_items(level: str, category_ids: list, rng, levels: dict = LEVELS) -> list:
+def pick_items(level: str, category_ids: list, rng, levels: dict = LEVEL_ITEMS) -> list:
     """Category id of every instance of one checkout image, following ``levels[level]``."""
     (c0, c1), (n0, n1) = levels[level]
     n_cat = int(rng.integers(min(c0, len(category_ids)), min(c1, len(category_ids)) + 1))
