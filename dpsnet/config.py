@@ -473,6 +473,9 @@ def _add_distill_config(cfg: CN) -> None:
     # Labelled split on which each round's score threshold is chosen (max cAcc) and count-guided
     # inference is judged; never the pool or EVAL_DATASET; empty: TEST.RPC.SCORE_THRESHOLD.
     cfg.DISTILL.THRESHOLD_DATASET = ""
+    # With no THRESHOLD_DATASET: this fraction of DATASETS.TRAIN[0]'s scenes is kept out of
+    # training (seeded by SEED) and chooses the thresholds instead; 0: off.
+    cfg.DISTILL.THRESHOLD_HOLDOUT = 0.0
     # Learning curve: also evaluate both arms every this many training iterations; 0: off.
     cfg.DISTILL.CURVE_EVAL_PERIOD = 0
 

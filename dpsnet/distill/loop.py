@@ -18,7 +18,8 @@ file is written after each, so a killed run resumes at the stage it reached, and
 at the last detectron2 checkpoint (``resume_or_load(resume=True)``). Paths are fixed by the round
 number, so every process knows them without communication; only rank 0 writes files.
 
-"thresholded": with ``DISTILL.THRESHOLD_DATASET`` the model is evaluated there, the threshold
+"thresholded": with ``DISTILL.THRESHOLD_DATASET`` (or a held-out slice of the synthesized
+scenes, ``DISTILL.THRESHOLD_HOLDOUT``, see ``holdout``) the model is evaluated there, the threshold
 maximising cAcc is stored in the checkpoint (``dpsnet.utils.checkpoint_meta``) and the evaluation
 split is then evaluated at that threshold; without it, at ``TEST.RPC.SCORE_THRESHOLD``.
 
@@ -43,6 +44,7 @@ from dpsnet.distill.evaluation import (
     threshold_choice,
 )
 from dpsnet.distill.guard import check_pool_disjoint
+from dpsnet.distill.holdout import apply_holdout
 from dpsnet.distill.pseudo_labels import threshold_for_round
 from dpsnet.distill.steps import Detectron2Steps, count_levels, pseudo_dataset_name
 from dpsnet.utils.io import atomic_write_json, load_json
@@ -85,6 +87,7 @@ _FINGERPRINT_KEYS = (
     "DISTILL.EMA_DECAY",
     "DISTILL.TEACHER_FLIP",
     "DISTILL.THRESHOLD_DATASET",
+    "DISTILL.THRESHOLD_HOLDOUT",
     "DATASETS.TRAIN",
     "SOLVER.MAX_ITER",
     "SEED",
@@ -302,6 +305,7 @@ def run_distillation(cfg, steps=None, *, guard: bool = True) -> dict:
         RunMismatchError: OUTPUT_DIR holds a run made with other settings.
     """
     steps = steps or Detectron2Steps()
+    cfg = apply_holdout(cfg)
     threshold_dataset = check_threshold_dataset(cfg)
     if guard:
         check_guard(cfg)

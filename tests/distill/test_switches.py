@@ -258,3 +258,46 @@ def test_threshold_choice():
     assert threshold_choice(default_only, "val")["count_guided_cAcc"] is None
     with pytest.raises(KeyError, match="searched threshold"):
         threshold_choice({"default": {"rpc": {"cAcc": 1.0}}}, "val")
+
+
+def test_threshold_holdout_of_the_scenes():
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from dpsnet.distill.holdout import apply_holdout, holdout_split
+
+    records = [{"file_name": f"s{i}.png", "image_id": i} for i in range(10)]
+    kept, held = holdout_split(records, 0.2, seed=1)
+    assert len(held) == 2 and len(kept) == 8
+    assert {r["image_id"] for r in kept} | {r["image_id"] for r in held} == set(range(10))
+    assert holdout_split(records, 0.2, seed=1) == (kept, held)  # the same split every time
+    assert holdout_split(records, 0.2, seed=2)[1] != held
+    with pytest.raises(ValueError, match="THRESHOLD_HOLDOUT"):
+        holdout_split(records, 0.01, seed=1)
+
+    DatasetCatalog.register("holdout_test_synth", lambda: records)
+    MetadataCatalog.get("holdout_test_synth").set(thing_classes=["a"])
+    try:
+        cfg = get_cfg()
+        add_dpsnet_config(cfg)
+        cfg.DATASETS.TRAIN = ("holdout_test_synth",)
+        cfg.SEED = 1
+        cfg.freeze()
+        assert apply_holdout(cfg) is cfg  # off by default
+        c = cfg.clone()
+        c.defrost()
+        c.DISTILL.THRESHOLD_HOLDOUT = 0.2
+        out = apply_holdout(c)
+        assert out.DATASETS.TRAIN == ("holdout_test_synth_fit",)
+        assert out.DISTILL.THRESHOLD_DATASET == "holdout_test_synth_holdout"
+        assert DatasetCatalog.get("holdout_test_synth_holdout") == held
+        assert len(DatasetCatalog.get("holdout_test_synth_fit")) == 8
+        meta = MetadataCatalog.get("holdout_test_synth_holdout")
+        assert meta.thing_classes == ["a"] and meta.evaluator_type == "rpc"
+        c.DISTILL.THRESHOLD_DATASET = "val"
+        assert apply_holdout(c) is c  # a labelled split wins
+    finally:
+        for n in ("holdout_test_synth", "holdout_test_synth_fit", "holdout_test_synth_holdout"):
+            if n in DatasetCatalog.list():
+                DatasetCatalog.remove(n)
+            if n in MetadataCatalog.list():
+                MetadataCatalog.remove(n)
