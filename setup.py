@@ -39,5 +39,7 @@ setup(
         ],
         # The peer detector of benchmarks/bench_peer.py only; dpsnet never imports it.
         "peer": ["ultralytics>=8.3"],
+        # tools/export_model.py --format onnx (and its check) only; TorchScript needs nothing.
+        "export": ["onnx>=1.16", "onnxruntime>=1.18"],
     },
 )
