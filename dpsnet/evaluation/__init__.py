@@ -1,6 +1,7 @@
 """RPC checkout evaluation: pure metrics on arrays and detectron2's ``RPCEvaluator``."""
 
-from dpsnet.evaluation.results_io import Detections, RPCGroundTruth, parse_results
+from dpsnet.evaluation.ground_truth import RPCGroundTruth
+from dpsnet.evaluation.results_io import Detections, parse_results
 from dpsnet.evaluation.rpc_evaluator import RPCEvaluator
 from dpsnet.evaluation.rpc_metrics import (
     CheckoutCounter,

@@ -20,7 +20,8 @@ from detectron2.structures import BoxMode
 from detectron2.utils import comm
 
 from dpsnet.data.catalogue import Catalogue, CountingLayout
-from dpsnet.evaluation.results_io import Detections, RPCGroundTruth
+from dpsnet.evaluation.ground_truth import RPCGroundTruth
+from dpsnet.evaluation.results_io import Detections
 from dpsnet.evaluation.rpc_report import evaluate_rpc, markdown_report, write_report
 
 __all__ = ["RPCEvaluator"]

@@ -26,7 +26,8 @@ import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from dpsnet.evaluation.results_io import Detections, RPCGroundTruth
+from dpsnet.evaluation.ground_truth import RPCGroundTruth
+from dpsnet.evaluation.results_io import Detections
 
 __all__ = ["coco_map"]
 

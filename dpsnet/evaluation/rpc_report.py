@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from dpsnet.data.datasets.checkout import CLUTTER_LEVELS
-from dpsnet.evaluation.results_io import Detections, RPCGroundTruth
+from dpsnet.evaluation.ground_truth import RPCGroundTruth
+from dpsnet.evaluation.results_io import Detections
 from dpsnet.evaluation.rpc_analysis import confusion_matrix, most_confused, most_miscounted
 from dpsnet.evaluation.rpc_map import coco_map
 from dpsnet.evaluation.rpc_metrics import (
