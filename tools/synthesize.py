@@ -37,7 +37,8 @@ from detectron2.utils.logger import setup_logger
 
 from dpsnet.data.datasets.checkout import CLUTTER_LEVELS
 from dpsnet.engine import ConfigError, load_config
-from dpsnet.synthesis.writer import merge_shards, synthesize
+from dpsnet.synthesis.dataset import merge_shards
+from dpsnet.synthesis.writer import synthesize
 from dpsnet.utils.io import BadInputError
 
 

@@ -10,7 +10,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from dpsnet.data.datasets import unregister_dataset
 from dpsnet.engine import load_config
-from dpsnet.synthesis.writer import merge_shards, synthesize
+from dpsnet.synthesis.dataset import merge_shards
+from dpsnet.synthesis.writer import synthesize
 from dpsnet.utils.io import BadInputError
 
 N = 7  # scenes per run
