@@ -33,13 +33,14 @@ from dpsnet.checkout import (
 )
 from dpsnet.engine import ConfigError, check_weights, load_config, resolve_device
 from dpsnet.engine.checkpoint import chosen_threshold, config_from_checkpoint
+from dpsnet.engine.cli import ArgumentParser, run, unit_float
 from dpsnet.engine.trainer import cpu_settings_for
-from dpsnet.utils.io import BadInputError, load_json
+from dpsnet.utils.io import IMAGE_EXTENSIONS, BadInputError, load_json
 from dpsnet.utils.precision import apply_cpu_settings
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])  # one-line errors, exit 2
     parser.add_argument(
         "--config-file", metavar="FILE", help="model config YAML (default: the one in --weights)"
     )
@@ -52,13 +53,18 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="folder for the report and receipts")
     parser.add_argument(
         "--confidence-threshold",
-        type=float,
+        type=unit_float,
         default=None,
         help="score a detection needs to be counted (default: the checkpoint's chosen "
         "threshold, else TEST.RPC.SCORE_THRESHOLD)",
     )
     parser.add_argument(
         "--metrics-json", help="metrics JSON to show in the report (e.g. rpc_metrics.json)"
+    )
+    parser.add_argument(
+        "--trust-pickle",
+        action="store_true",
+        help="allow .pkl weights (MODEL.TRUST_PICKLE): unpickling runs code, trusted files only",
     )
     parser.add_argument(
         "--opts", default=[], nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ..."
@@ -80,6 +86,8 @@ def main(argv=None) -> int:
             cfg = load_config(args.config_file, args.opts)
         else:
             raise ConfigError("give --weights (a checkpoint dpsnet saved) or --config-file")
+        if args.trust_pickle:
+            cfg.MODEL.TRUST_PICKLE = True
         check_weights(cfg)
         if args.metrics_json:
             load_json(args.metrics_json)  # fail before the model runs, not after
@@ -100,6 +108,10 @@ def main(argv=None) -> int:
     files, problems = find_inputs(args.input, exclude=args.output)
     for problem in problems:
         logger.warning("input %s: %s", problem["file"], problem["reason"])
+    if not files and not problems:  # only empty folders: nothing to list in a report
+        print(f"error: no images in {' '.join(args.input)}; supported: "
+              f"{' '.join(IMAGE_EXTENSIONS)}", file=sys.stderr)  # fmt: skip
+        return 2
     catalog = ProductCatalog.from_config(cfg)
     if catalog.source.startswith("dpsnet_checkpoint_"):  # metadata made from the saved catalogue
         catalog.source = f"{args.weights} (its catalogue)"
@@ -132,6 +144,9 @@ def main(argv=None) -> int:
         "counting view": ", ".join(kinds) or "(none)",
     }
     warnings = []
+    note = getattr(predictor.model, "dpsnet_weights_note", None)  # a trunk-only checkpoint
+    if note:
+        warnings.append(f"{note}.")
     if untrained:
         warnings.append(f"{' and '.join(untrained)}: empty, so the model is (partly) randomly "
                         "initialised: these receipts show the pipeline working, not a trained "
@@ -145,4 +160,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, resume_hint="rerun the same command (the demo starts over)"))

@@ -109,6 +109,20 @@ def _shim_cpu_ddp() -> None:
     APPLIED.append("cpu_ddp")
 
 
+def _shim_safe_checkpoints() -> None:
+    # detectron2's checkpointer unpickles .pkl files (running any code they carry) and lets a
+    # head of another shape load as random weights; dpsnet's rules replace both
+    # (dpsnet/utils/weights.py, README "Bad inputs and safety").
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    if getattr(DetectionCheckpointer, "_dpsnet_safe", False):
+        return
+    from dpsnet.utils import weights
+
+    weights.install()
+    APPLIED.append("safe_checkpoints")
+
+
 def _shim_retinanet_gn_probe() -> None:
     # detectron2 0.6's RetinaNetHead probes its norm's type with get_norm(norm, 1); for "GN" that
     # is GroupNorm(32, 1), which torch 2 rejects, so no RetinaNet with MODEL.RETINANET.NORM "GN"
@@ -158,6 +172,7 @@ def apply() -> None:
     _shim_missing_extension()
     _shim_cpu_ddp()
     _shim_retinanet_gn_probe()
+    _shim_safe_checkpoints()
 
 
 apply()

@@ -26,7 +26,10 @@ from detectron2.utils.logger import setup_logger
 from dpsnet.distill.evaluation import check_threshold_dataset
 from dpsnet.distill.guard import PoolLeakError
 from dpsnet.distill.loop import RunMismatchError, check_guard, run_distillation
-from dpsnet.engine import ConfigError, check_weights, launch, load_config, resolve_device
+from dpsnet.engine import check_weights, launch, load_config, resolve_device
+from dpsnet.engine.cli import EXIT_INTERRUPTED, int_at_least, one_line_errors
+from dpsnet.engine.setup import ConfigError, check_datasets, check_solver
+from dpsnet.utils.io import BadInputError
 
 
 def build_config(args):
@@ -47,7 +50,12 @@ def main(args):
 
 
 def build_parser():
-    parser = default_argument_parser()
+    parser = one_line_errors(default_argument_parser())
+    for action in parser._actions:  # detectron2's process counts: at least one
+        if action.dest in ("num_gpus", "num_machines"):
+            action.type = int_at_least(1)
+        elif action.dest == "machine_rank":
+            action.type = int_at_least(0)
     parser.add_argument(
         "--transductive",
         action="store_true",
@@ -67,20 +75,30 @@ def cli(argv=None):
         if cfg.DISTILL.ROUND0_WEIGHTS:
             cfg.MODEL.WEIGHTS = cfg.DISTILL.ROUND0_WEIGHTS
             check_weights(cfg)
+        check_datasets(cfg, ("TRAIN",), {"DISTILL.POOL_DATASET": cfg.DISTILL.POOL_DATASET})
+        check_solver(cfg)
         check_guard(cfg)
         check_threshold_dataset(cfg)
     except (ConfigError, PoolLeakError, RunMismatchError, KeyError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     logging.getLogger("dpsnet").info("Command line arguments: %s", args)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-    )
+    try:
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command: it resumes at the round, stage and "
+              "iteration reached", file=sys.stderr)  # fmt: skip
+        return EXIT_INTERRUPTED
+    except BadInputError as e:  # a weights file that does not fit, an unreadable checkpoint
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 

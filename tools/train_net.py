@@ -9,6 +9,8 @@
     torchrun --nproc_per_node 2 tools/train_net.py --config-file C    # env:// initialisation
 
 Without CUDA, --num-gpus N runs N CPU processes over gloo (the same path as multi-GPU).
+Exit codes: 0 done, 2 bad input (one line: config key, file, dataset), 130 Ctrl-C (the first
+Ctrl-C finishes the step and saves OUTPUT_DIR/model_interrupted.pth; --resume continues).
 """
 
 import dpsnet  # noqa: F401  (first: shims detectron2 0.6, registers dpsnet's parts)
@@ -22,7 +24,10 @@ from detectron2.engine import default_argument_parser, default_setup
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from dpsnet.engine import ConfigError, Trainer, check_weights, launch, load_config, resolve_device
+from dpsnet.engine import Trainer, check_weights, launch, load_config, resolve_device
+from dpsnet.engine.cli import int_at_least, one_line_errors, run
+from dpsnet.engine.interrupt import GracefulInterrupt
+from dpsnet.engine.setup import check_datasets, check_solver
 
 
 def setup(args):
@@ -48,19 +53,30 @@ def main(args):
         return Trainer.test(cfg, model)
     trainer = Trainer(cfg)
     trainer.resume_or_load(resume=args.resume)
+    trainer.register_hooks([GracefulInterrupt()])
     return trainer.train()
 
 
-def cli(argv=None):
-    parser = default_argument_parser()
+def build_parser():
+    parser = one_line_errors(default_argument_parser())
+    for action in parser._actions:  # detectron2's process counts: at least one
+        if action.dest in ("num_gpus", "num_machines"):
+            action.type = int_at_least(1)
+        elif action.dest == "machine_rank":
+            action.type = int_at_least(0)
     # detectron2 derives a fixed port from the user id, so two jobs on one machine collide.
     parser.set_defaults(dist_url="auto")
-    args = parser.parse_args(argv)
-    try:  # fail fast, in one line, before any process is spawned
-        check_weights(load_config(args.config_file, args.opts))
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return parser
+
+
+def _main(argv=None):
+    args = build_parser().parse_args(argv)
+    # Fail fast, in one line, before any process is spawned.
+    cfg = load_config(args.config_file, args.opts)
+    check_weights(cfg)
+    check_datasets(cfg, ("TEST",) if args.eval_only else ("TRAIN", "TEST"))
+    if not args.eval_only:
+        check_solver(cfg)
     logging.getLogger("dpsnet").info("Command line arguments: %s", args)
     launch(
         main,
@@ -71,6 +87,10 @@ def cli(argv=None):
         args=(args,),
     )
     return 0
+
+
+def cli(argv=None):
+    return run(_main, argv, resume_hint="rerun with --resume to continue from the last checkpoint")
 
 
 if __name__ == "__main__":

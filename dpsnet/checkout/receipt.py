@@ -139,8 +139,13 @@ def make_receipt(
     }
 
 
-def receipts_csv(receipts: Sequence[dict]) -> str:
-    """One CSV for a folder: a row per product line, then a ``TOTAL`` row per image."""
+def receipts_csv(receipts: Sequence[dict], skipped: Sequence[dict] = ()) -> str:
+    """One CSV for a folder: a row per product line, then a ``TOTAL`` row per image.
+
+    Files that could not be checked out (``skipped``: ``{"file", "reason"}``) follow, one
+    ``SKIPPED`` row each (no product, no count), so the CSV alone shows nothing went missing;
+    their reasons are in ``summary.json`` and the report.
+    """
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
@@ -148,4 +153,6 @@ def receipts_csv(receipts: Sequence[dict]) -> str:
         rows = [[r["image"], *(item[k] for k in CSV_COLUMNS[1:])] for item in r["items"]]
         rows.append([r["image"], "", "TOTAL", "", r["total"], r["view_total"]])
         writer.writerows([["" if v is None else v for v in row] for row in rows])
+    for s in skipped:
+        writer.writerow([s["file"], "", "SKIPPED", "", "", ""])
     return buf.getvalue()

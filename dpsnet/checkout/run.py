@@ -140,7 +140,7 @@ def run_checkout(
             atomic_write_json(out / receipt["receipt"], receipt, indent=2)
             receipts.append(receipt)
     run = CheckoutRun(out, receipts, skipped, time.perf_counter() - start, catalog)
-    atomic_write_text(out / "receipts.csv", receipts_csv(receipts))
+    atomic_write_text(out / "receipts.csv", receipts_csv(receipts, skipped))
     atomic_write_json(out / "summary.json", {**run.summary(), "skipped_files": skipped}, indent=2)
     logger.info(
         "checked out %d images (%d items), skipped %d files, in %.1f s",

@@ -11,6 +11,7 @@ from detectron2.config import configurable
 from torch import nn
 
 from dpsnet.utils.io import BadInputError
+from dpsnet.utils.weights import load_weights_file
 
 logger = logging.getLogger(__name__)
 
@@ -116,10 +117,7 @@ class ProductEmbedder(nn.Module):
 def _load_trunk(trunk: nn.Module, path: str) -> None:
     if not os.path.isfile(path):
         raise BadInputError(f"{path}: trunk weights file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise BadInputError(f"{path}: not a readable torch weights file ({e})") from None
+    state = load_weights_file(path)  # one-line errors; never suggests unpickling
     state = state.get("state_dict", state) if isinstance(state, dict) else state
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     missing, unexpected = trunk.load_state_dict(state, strict=False)
@@ -159,10 +157,7 @@ def load_embedder(path: str, device: str = "cpu") -> tuple[ProductEmbedder, dict
     """
     if not os.path.isfile(path):
         raise BadInputError(f"{path}: recogniser checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise BadInputError(f"{path}: not a readable recogniser checkpoint ({e})") from None
+    ckpt = load_weights_file(path)  # one-line errors; never suggests unpickling
     need = ("model", "arch", "embed_dim", "hidden_dim", "normalize")
     if not isinstance(ckpt, dict) or any(k not in ckpt for k in need):
         raise BadInputError(f"{path}: not a recogniser checkpoint (needs keys {need})")

@@ -31,6 +31,7 @@ from dpsnet.recognition.losses import (
 )
 from dpsnet.recognition.sampler import PKBatchSampler
 from dpsnet.utils.io import atomic_path, atomic_write_json
+from dpsnet.utils.weights import load_weights_file
 
 logger = logging.getLogger(__name__)
 
@@ -290,7 +291,7 @@ def train_recognizer(cfg, output_dir: str, resume: bool = False) -> dict:
     start_epoch, history = 0, []
     ckpt_path = os.path.join(output_dir, "last_checkpoint.pth")
     if resume and os.path.isfile(ckpt_path):
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        state = load_weights_file(ckpt_path)  # tensors and plain data only
         model.load_state_dict(state["model"])
         if classifier is not None:
             classifier.load_state_dict(state["classifier"])

@@ -52,6 +52,7 @@ from dpsnet.synthesis.refine import (
     train_refiner,
 )
 from dpsnet.utils.io import BadInputError, atomic_write_image, read_image
+from dpsnet.utils.weights import load_weights_file
 
 logger = logging.getLogger(__name__)
 
@@ -394,7 +395,7 @@ def _trained_net(clean: list, path: Path, settings: MaskSettings):
     """The refinement net for this training set: loaded from ``path``, or trained and saved."""
     if path.is_file():
         net = MaskRefinerNet(settings.net.width)
-        net.load_state_dict(torch.load(path, map_location="cpu"))
+        net.load_state_dict(load_weights_file(path))
         return net.eval()
     logger.info("training the refinement net on %d clean coarse masks", len(clean))
     xs, ys = [], []

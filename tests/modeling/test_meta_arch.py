@@ -11,6 +11,8 @@ from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
 from dpsnet.modeling import DPSNet
+from dpsnet.utils.weights import WeightsError
+from dpsnet.utils.weights import configure as configure_weights
 
 # Odd sizes; one image with two objects, one with none (half-empty batch).
 BOXES = [[5.0, 6.0, 40.0, 31.0], [50.0, 20.0, 90.0, 71.0]]
@@ -150,10 +152,18 @@ def test_detectron2_model_zoo_pkl_loads_with_a_one_line_note(cfg, tmp_path, capl
     with open(tmp_path / "detector.pkl", "wb") as f:
         pickle.dump({"model": state, "__author__": "Detectron2 Model Zoo"}, f)
     model = build_model(cfg)
-    with caplog.at_level(logging.INFO):
+    # Unpickling runs code: refused unless the user opts in (MODEL.TRUST_PICKLE, --trust-pickle).
+    with pytest.raises(WeightsError, match="refusing a .pkl"):
         DetectionCheckpointer(model).load(str(tmp_path / "detector.pkl"))
+    configure_weights(trust_pickle=True)
+    try:
+        with caplog.at_level(logging.INFO):
+            DetectionCheckpointer(model).load(str(tmp_path / "detector.pkl"))
+    finally:
+        configure_weights(trust_pickle=False)
     assert len([r for r in caplog.records if "no counting view" in r.getMessage()]) == 1
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "Unpickling" in warnings[0]  # the opt-in is logged
     ours = model.state_dict()
     assert all(torch.equal(ours[k], torch.as_tensor(v)) for k, v in state.items())
 

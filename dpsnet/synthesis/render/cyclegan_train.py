@@ -30,6 +30,7 @@ from dpsnet.synthesis.render.cyclegan import (
     pad_to_multiple,
 )
 from dpsnet.utils.io import BadInputError, atomic_path, atomic_write_json, read_image
+from dpsnet.utils.weights import load_weights_file
 
 logger = logging.getLogger(__name__)
 
@@ -255,10 +256,10 @@ class CycleGANTrainer:
         path = self.output_dir / LAST_CHECKPOINT
         if not path.is_file():
             return False
+        state = load_weights_file(path, map_location=self.device)  # tensors and plain data only
         try:
-            state = torch.load(path, map_location=self.device, weights_only=False)
             self.load_state_dict(state)
-        except (RuntimeError, KeyError, EOFError, OSError) as e:
+        except (RuntimeError, KeyError, EOFError, OSError, TypeError) as e:
             raise BadInputError(f"{path}: unreadable CycleGAN checkpoint ({e})") from None
         logger.info("CycleGAN: resumed from %s at iteration %d", path, self.iteration)
         return True
@@ -361,8 +362,8 @@ def load_generator(path: str | os.PathLike, device: torch.device) -> ResnetGener
         raise BadInputError(
             f"{path}: CycleGAN weights not found (train with tools/render.py train)"
         )
+    state = load_weights_file(path, map_location=device)  # tensors and plain data only
     try:
-        state = torch.load(path, map_location=device, weights_only=False)
         g = ResnetGenerator(**state["generator"])
         g.load_state_dict(state["g_ab"])
     except (RuntimeError, KeyError, EOFError, OSError, TypeError) as e:
