@@ -105,10 +105,11 @@ def _xyxy_to_xywh(box) -> list[float]:
 def _label_one(record, output, layout, params, image_dir, contiguous_to_dataset) -> dict:
     """Selection, painting and annotation records for one image (runs on the image's rank)."""
     inst = output["instances"].to("cpu")
-    boxes = inst.pred_boxes.tensor.numpy().astype(np.float64)
-    scores = inst.scores.numpy()
+    # float() first: under bfloat16 autocast the outputs may be bfloat16, which numpy lacks.
+    boxes = inst.pred_boxes.tensor.float().numpy().astype(np.float64)
+    scores = inst.scores.float().numpy()
     classes = inst.pred_classes.numpy()
-    counts = output["counts"].detach().cpu().numpy().reshape(-1)
+    counts = output["counts"].detach().cpu().float().numpy().reshape(-1)
     sel = select_image(
         scores,
         classes,

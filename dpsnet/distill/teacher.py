@@ -103,10 +103,10 @@ class FlipTeacher(torch.nn.Module):
             width = ia.image_size[1]
 
             def view(inst, flip, width=width):
-                boxes = inst.pred_boxes.tensor.numpy()
+                boxes = inst.pred_boxes.tensor.float().numpy()  # bfloat16 under autocast
                 return {
                     "boxes": unflip_boxes(boxes, width) if flip else boxes,
-                    "scores": inst.scores.numpy(),
+                    "scores": inst.scores.float().numpy(),
                     "classes": inst.pred_classes.numpy(),
                 }
 
