@@ -17,11 +17,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dpsnet.utils.io import BadInputError, read_image
+from dpsnet.utils.io import IMAGE_EXTENSIONS, BadInputError, read_image
 
 logger = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 #: Base colours (BGR) of generated trays: greys, a beige, a blue-grey, a green-grey.
 _TRAY_COLOURS = ((182, 184, 186), (120, 122, 125), (70, 72, 74), (150, 170, 185), (160, 150, 135))

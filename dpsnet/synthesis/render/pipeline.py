@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from dpsnet.synthesis.render.check import CheckParams, check_labels_preserved
 from dpsnet.utils.io import (
+    IMAGE_EXTENSIONS,
     BadInputError,
     atomic_write_image,
     atomic_write_json,
@@ -34,8 +35,6 @@ from dpsnet.utils.io import (
 )
 
 logger = logging.getLogger(__name__)
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def default_image_root(json_file: str, data: dict | None = None) -> str:
