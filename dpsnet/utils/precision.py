@@ -10,8 +10,9 @@ threads) in ``$DPSNET_CACHE`` (default ``~/.cache/dpsnet``), so tools pay it onc
 
 CUDA keeps detectron2's own AMP (``SOLVER.AMP.ENABLED``); nothing here applies there.
 
-Threads: compute threads = usable cores (``os.sched_getaffinity``) minus the data loader's worker
-processes, at least one; an explicit ``OMP_NUM_THREADS`` wins. Under ``torch.distributed`` each
+Threads: compute threads = usable cores (``os.sched_getaffinity``) not already kept busy by other
+processes (the load average) minus the data loader's worker processes, at least one; an explicit
+``OMP_NUM_THREADS`` wins. Under ``torch.distributed`` each
 of the machine's processes gets its share.
 """
 
@@ -102,8 +103,20 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def busy_cores() -> int:
+    """Cores other processes keep busy now: the 1-minute load average, rounded (0 if unknown)."""
+    try:
+        return int(round(os.getloadavg()[0]))
+    except (AttributeError, OSError):
+        return 0
+
+
 def compute_threads(loader_workers: int = 0, processes_per_machine: int = 1) -> int:
     """Compute threads for this process: the free cores, or ``OMP_NUM_THREADS`` when set.
+
+    A second thread on a core another process keeps busy made a training step 3x slower than one
+    thread (REFERENCE.md), so cores already loaded (the load average, taken before this process
+    starts its own work) are not counted as free.
 
     Args:
         loader_workers: data-loader worker processes of this process (each takes a core).
@@ -112,7 +125,9 @@ def compute_threads(loader_workers: int = 0, processes_per_machine: int = 1) -> 
     env = os.environ.get("OMP_NUM_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env)
-    share = usable_cores() // max(int(processes_per_machine), 1)
+    cores = usable_cores()
+    free = max(cores - busy_cores(), 1)
+    share = min(cores // max(int(processes_per_machine), 1), free)
     return max(share - max(int(loader_workers), 0), 1)
 
 

@@ -80,10 +80,13 @@ def test_explicit_and_bad_values():
 def test_threads_from_free_cores(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS")
     monkeypatch.setattr(P.os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(P.os, "getloadavg", lambda: (0.2, 0.0, 0.0))
     assert P.compute_threads(loader_workers=0) == 4
     assert P.compute_threads(loader_workers=1) == 3
     assert P.compute_threads(loader_workers=1, processes_per_machine=2) == 1
     assert P.compute_threads(loader_workers=8) == 1
+    monkeypatch.setattr(P.os, "getloadavg", lambda: (2.6, 0.0, 0.0))  # 3 cores kept busy
+    assert P.compute_threads(loader_workers=0) == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert P.compute_threads(loader_workers=1) == 3  # an explicit setting wins
 
