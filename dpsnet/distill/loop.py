@@ -152,8 +152,10 @@ def round_config(cfg, r: int, init_weights: str | None, *, control: bool = False
     c.TEST.EVAL_PERIOD = 0
     if cfg.SEED >= 0:
         c.SEED = cfg.SEED + r
-    if r == 0:
-        c.DISTILL.EMA_DECAY = 0.0  # an average over round 0 would be mostly the initialisation
+    if r == 0 or control:
+        # Round 0: an average over it would be mostly the initialisation; the control: no
+        # teacher is ever taken from it.
+        c.DISTILL.EMA_DECAY = 0.0
     else:
         if not control:
             c.DATASETS.TRAIN = (*cfg.DATASETS.TRAIN, pseudo_dataset_name(cfg, r))

@@ -234,6 +234,7 @@ def test_student_schedule_and_control_config(tmp_path):
     control = control_config(cfg, 2, "prev_control.pth")
     assert control.DATASETS.TRAIN == ("synth",) and control.MODEL.WEIGHTS == "prev_control.pth"
     assert control.OUTPUT_DIR.endswith("round_2/control")
+    assert student.DISTILL.EMA_DECAY == 0.99 and control.DISTILL.EMA_DECAY == 0.0
     for key in ("SOLVER.BASE_LR", "SOLVER.WARMUP_ITERS", "SOLVER.MAX_ITER", "SEED"):
         a, b = student, control
         for part in key.split("."):
