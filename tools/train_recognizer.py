@@ -20,7 +20,8 @@ import torch
 from detectron2.utils.logger import setup_logger
 
 from dpsnet.engine import ConfigError, load_config
-from dpsnet.recognition.train import evaluate_recognizer, train_recognizer
+from dpsnet.recognition.evaluate import evaluate_recognizer
+from dpsnet.recognition.train import train_recognizer
 from dpsnet.utils.io import BadInputError
 
 

@@ -7,13 +7,10 @@ import torch
 
 from dpsnet.recognition.crops import bgr_to_rgb01, crop_boxes
 from dpsnet.recognition.embedder import fingerprint, load_embedder
+from dpsnet.recognition.evaluate import calibrate_unknown_distance
 from dpsnet.recognition.gallery import Gallery
-from dpsnet.recognition.train import (
-    build_gallery,
-    calibrate_unknown_distance,
-    embed_views,
-    load_crops,
-)
+from dpsnet.recognition.products import load_crops
+from dpsnet.recognition.views import build_gallery, embed_views
 from dpsnet.utils.io import BadInputError, read_image
 
 logger = logging.getLogger(__name__)

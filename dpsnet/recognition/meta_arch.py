@@ -28,7 +28,7 @@ from torch import nn
 from dpsnet.recognition.crops import bgr_to_rgb01, crop_boxes
 from dpsnet.recognition.embedder import ProductEmbedder, fingerprint, load_embedder
 from dpsnet.recognition.gallery import UNKNOWN, Gallery
-from dpsnet.recognition.train import product_catalog
+from dpsnet.recognition.products import product_catalog
 from dpsnet.utils.io import BadInputError
 
 logger = logging.getLogger(__name__)

@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from dpsnet.engine.checkpoint import checkpoint_fields
 from dpsnet.recognition.crops import STORE_FACTOR, augment_crops, photometric_jitter
-from dpsnet.recognition.train import load_crops
+from dpsnet.recognition.products import load_crops
 from dpsnet.utils.checkpoint_meta import META_KEY
 from dpsnet.utils.io import atomic_path, atomic_write_json
 from dpsnet.utils.precision import apply_cpu_settings, settings_from_config

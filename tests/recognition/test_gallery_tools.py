@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from dpsnet.recognition import UNKNOWN, Gallery, load_embedder
-from dpsnet.recognition.train import load_crops
+from dpsnet.recognition.products import load_crops
 
 CROP_SIZE, PADDING = 32, 0.1  # the crop geometry of conftest.tiny_weights
 
@@ -133,7 +133,7 @@ def test_add_product_refuses_another_embedder(tiny_weights, tmp_path, capsys, mi
 def test_gallery_views_and_added_products_get_the_same(
     mini_world, tiny_weights, exemplars, tmp_path
 ):
-    from dpsnet.recognition.train import embed_views, num_views
+    from dpsnet.recognition.views import embed_views, num_views
 
     crops, ids, _ = exemplars
     model, _ = load_embedder(tiny_weights)

@@ -44,7 +44,7 @@ def test_synthesized_scenes_leave_out_exactly_the_held_out_products():
     """configs/OpenSet/synth_known_mini.yaml excludes the products the mini recogniser holds
     out; were the split's seed or fraction changed, held-out products would reach training."""
     from dpsnet.data.mini_world.build import DEFAULT_SIZES
-    from dpsnet.recognition.train import split_products
+    from dpsnet.recognition.products import split_products
 
     root = Path(__file__).resolve().parents[2]
     synth = load_config(str(root / "configs" / "OpenSet" / "synth_known_mini.yaml"))

@@ -9,7 +9,9 @@ import torch
 
 from dpsnet.engine import load_config
 from dpsnet.recognition import Gallery, load_embedder
-from dpsnet.recognition.train import classification_metrics, split_products, train_recognizer
+from dpsnet.recognition.evaluate import classification_metrics
+from dpsnet.recognition.products import split_products
+from dpsnet.recognition.train import train_recognizer
 
 ROOT = Path(__file__).resolve().parents[2]
 
