@@ -156,7 +156,7 @@ def round_config(cfg, r: int, init_weights: str | None, *, control: bool = False
         # Round 0: an average over it would be mostly the initialisation; the control: no
         # teacher is ever taken from it.
         c.DISTILL.EMA_DECAY = 0.0
-    else:
+    if r > 0:
         if not control:
             c.DATASETS.TRAIN = (*cfg.DATASETS.TRAIN, pseudo_dataset_name(cfg, r))
         iters = int(cfg.DISTILL.ITERS_PER_ROUND)
