@@ -11,13 +11,13 @@ import torch
 from dpsnet.engine import load_config
 from dpsnet.synthesis.render import CheckParams, render_dataset
 from dpsnet.synthesis.render.cyclegan import PatchDiscriminator, ResnetGenerator, pad_to_multiple
-from dpsnet.synthesis.render.cyclegan_train import (
+from dpsnet.synthesis.render.cyclegan_renderer import (
     FINAL_MODEL,
     LAST_CHECKPOINT,
     CycleGANRenderer,
-    CycleGANTrainer,
     load_generator,
 )
+from dpsnet.synthesis.render.cyclegan_train import CycleGANTrainer
 from dpsnet.utils.io import BadInputError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "Render"

@@ -89,7 +89,7 @@ def build_renderer(cfg, src_files: list[str] | None = None, tgt_files: list[str]
         src = _stats(cfg, src_files or source_files(cfg)[2], "source.json", "source statistics")
         return FastRenderer(tgt, src, FastRenderParams.from_config(cfg))
     if method == "cyclegan":
-        from dpsnet.synthesis.render.cyclegan_train import CycleGANRenderer
+        from dpsnet.synthesis.render.cyclegan_renderer import CycleGANRenderer
 
         return CycleGANRenderer.from_config(cfg)
     if method == "folder":
