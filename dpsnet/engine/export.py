@@ -25,7 +25,14 @@ from detectron2.modeling import build_model
 
 from dpsnet.engine.checkpoint import config_from_checkpoint
 
-__all__ = ["ExportCheck", "check_export", "export_model", "load_eager", "preprocess"]
+__all__ = [
+    "ExportCheck",
+    "check_export",
+    "export_model",
+    "load_eager",
+    "preprocess",
+    "tracing_adapter",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +90,7 @@ def preprocess(cfg, image_bgr: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)).astype("float32"))
 
 
-def _adapter(model, image: torch.Tensor):
+def tracing_adapter(model, image: torch.Tensor):
     def inference(model, inputs):
         instances, densities, counts = model.inference(inputs, do_postprocess=False)
         inst = instances[0]
@@ -105,7 +112,7 @@ def export_model(model, cfg, image: torch.Tensor, fmt: str, output: str | Path) 
     """Trace ``model`` on ``image`` and write it as ``fmt`` ("torchscript" or "onnx")."""
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    adapter = _adapter(model, image)
+    adapter = tracing_adapter(model, image)
     with torch.no_grad():
         if fmt == "torchscript":
             traced = torch.jit.trace(adapter, adapter.flattened_inputs, check_trace=False)
@@ -138,8 +145,18 @@ def _load_exported(path: Path, fmt: str):
         return lambda image: [t.numpy() for t in module(image)]
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(path), onnx_session_options(), ["CPUExecutionProvider"])
     return lambda image: session.run(None, {"image": image.numpy()})
+
+
+def onnx_session_options():
+    """ONNX Runtime options with torch's thread count, so that both are timed alike."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()
+    options.inter_op_num_threads = 1
+    return options
 
 
 @dataclass
@@ -166,7 +183,7 @@ class ExportCheck:
 def check_export(model, path: Path, fmt: str, images: list[torch.Tensor]) -> ExportCheck:
     """Run the eager and the exported model on ``images``; compare outputs and time them."""
     run = _load_exported(path, fmt)
-    eager_fn = _adapter(model, images[0])
+    eager_fn = tracing_adapter(model, images[0])
     box = score = count = 0.0
     wrong_classes, problems = 0, []
     eager_s = exported_s = 0.0
