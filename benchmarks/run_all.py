@@ -35,6 +35,7 @@ RESULTS = BENCH_DIR / "results"
 # The flag that names each benchmark's result JSON, and its default file there.
 OUTPUT_FLAG = {
     "bench_cpu_train": ("--output", "cpu_train.json"),
+    "bench_export": ("--output", "bench_export.json"),
     "bench_gallery": ("--output", "bench_gallery.json"),
     "bench_load_rpc": ("--out", "bench_load_rpc.json"),
     "bench_model": ("--out", "bench_model.json"),
@@ -45,6 +46,7 @@ OUTPUT_FLAG = {
 # Small cases for --quick: enough to run every code path of the benchmark, not to measure.
 QUICK_ARGS = {
     "bench_cpu_train": ["--iters", "1", "--warmup", "0", "--images", "2"],
+    "bench_export": ["--num-images", "1", "--repeat", "1"],
     "bench_gallery": ["--per-product", "2", "--repeats", "1"],
     "bench_load_rpc": ["--images", "200", "--boxes", "2000", "--repeat", "1"],
     "bench_model": [
