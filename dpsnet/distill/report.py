@@ -7,7 +7,7 @@ Built from the loop's state file alone, so it can be regenerated at any time
 import logging
 from pathlib import Path
 
-from dpsnet.utils.io import atomic_path, atomic_write_json, atomic_write_text
+from dpsnet.utils.io import atomic_write_json, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -80,9 +80,16 @@ def _arm_entry(st: dict) -> dict:
         "count_guided_default": choice.get("count_guided_default"),
         "threshold_choice": choice or None,
         "cAcc": {mode: cacc_by_level(res) for mode, res in (st.get("metrics") or {}).items()},
-        "figures": st.get("figures") or {},
+        # A state written before figures were stored: derive them from its metrics.
+        "figures": st.get("figures") or _figures_of(st.get("metrics")),
         "iteration": st.get("iteration"),
     }
+
+
+def _figures_of(metrics) -> dict:
+    from dpsnet.distill.evaluation import round_figures
+
+    return round_figures(metrics) if metrics else {}
 
 
 def _gain(distilled: dict, control: dict) -> dict:
@@ -319,68 +326,6 @@ def _markdown(summary: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-
-
-def _plot(summary: dict, path: Path) -> None:
-    """Averaged and per-level cAcc per round: distilled (solid) and control (dashed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    mode = (summary.get("headline") or {}).get("mode")
-    keys = dict(zip(LEVELS, ("cAcc", "easy/cAcc", "medium/cAcc", "hard/cAcc"), strict=True))
-    for lv, key in keys.items():
-        for arm, style in (("distilled", "-"), ("control", "--")):
-            pts = []
-            for e in summary["rounds"]:
-                a = e if arm == "distilled" or e["round"] == 0 else e.get("control")
-                v = ((a or {}).get("figures") or {}).get(mode, {}).get(key)
-                if v is not None:
-                    pts.append((e["round"], v))
-            if pts:
-                xs, ys = zip(*pts, strict=True)
-                ax.plot(xs, ys, style, marker="o", label=f"{lv} ({arm})")
-    ax.set_xlabel("round (0 = synthesized only)")
-    ax.set_ylabel("cAcc (%)")
-    ax.set_title(f"Distillation vs same-budget control ({mode})")
-    ax.grid(alpha=0.3)
-    if ax.lines:
-        ax.legend(fontsize=7)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-    _save(fig, path)
-
-
-def _plot_curve(summary: dict, path: Path) -> None:
-    """Averaged cAcc and mAP50 against training iterations, for both arms."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), dpi=100)
-    for ax, key in zip(axes, ("cAcc", "mAP50"), strict=True):
-        for arm, style in (("distilled", "-"), ("control", "--")):
-            pts = [(p["iteration"], p[key]) for p in summary["curve"][arm] if p[key] is not None]
-            if pts:
-                xs, ys = zip(*pts, strict=True)
-                ax.plot(xs, ys, style, marker=".", label=arm)
-        ax.set_xlabel("training iterations (all rounds)")
-        ax.set_ylabel(f"{key} (%)")
-        ax.grid(alpha=0.3)
-        if ax.lines:
-            ax.legend(fontsize=7)
-    _save(fig, path)
-
-
 def write_report(output_dir: str | Path, state: dict, plot: bool = True) -> dict:
     """Write distill_report.{json,md} (and .png with ``plot``) into ``output_dir``.
 
@@ -392,7 +337,9 @@ def write_report(output_dir: str | Path, state: dict, plot: bool = True) -> dict
     atomic_write_json(output_dir / "distill_report.json", summary, indent=1)
     atomic_write_text(output_dir / "distill_report.md", _markdown(summary))
     if plot:
-        _plot(summary, output_dir / "distill_report.png")
+        from dpsnet.distill.plots import plot_curve, plot_rounds
+
+        plot_rounds(summary, output_dir / "distill_report.png")
         if any(len(v) > 2 for v in summary["curve"].values()):
-            _plot_curve(summary, output_dir / "distill_curve.png")
+            plot_curve(summary, output_dir / "distill_curve.png")
     return summary
