@@ -295,7 +295,7 @@ def resolve_cpu_settings(
         "OMP_NUM_THREADS"
         if os.environ.get("OMP_NUM_THREADS", "").strip().isdigit()
         else (
-            f"{usable_cores()} usable cores, {loader_workers} loader workers, "
+            f"{usable_cores()} usable cores, {busy_cores()} busy, {loader_workers} loader workers, "
             f"{processes_per_machine} processes"
         )
     )
