@@ -171,13 +171,13 @@ class PipelineSpec:
 
 
 def stage_env(data_root: str | None = None) -> dict:
-    """The stages' environment: one compute thread per process.
+    """The stages' environment: this one, with the data root.
 
-    On 2 shared cores, 2 OpenMP threads made a training iteration 5x slower (9.2 vs 1.7 s,
-    measured under load); the data loader's worker process uses the other core.
+    Threads are not pinned here: each training stage decides its compute threads from the cores
+    that are free when it starts (``dpsnet.utils.precision``), and an ``OMP_NUM_THREADS`` the user
+    exported still wins.
     """
     env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", "1")
     if data_root:
         env["DPSNET_DATASETS"] = str(data_root)
     return env
