@@ -235,6 +235,10 @@ def _add_synthesis_compose_config(cfg: CN) -> None:
     # Category ids whose exemplars are never pasted (e.g. the products an open-set recogniser
     # holds out, so that they reach it through the gallery alone); the categories stay listed.
     cfg.SYNTHESIS.COMPOSE.EXCLUDE_CATEGORIES = []
+    # Go on (with a loud warning per product) when a category of the index has no usable
+    # exemplar left (all missing, pruned or unreadable); otherwise that is an error, since the
+    # product would silently vanish from every scene.
+    cfg.SYNTHESIS.COMPOSE.ALLOW_MISSING_PRODUCTS = False
     # Output folder: instances.json, images/, labels/ (per-image labels, for resuming), report.
     cfg.SYNTHESIS.COMPOSE.OUTPUT_DIR = "output/synth"
     # Number of scenes; scene i depends only on (SYNTHESIS.SEED, i), the config and the index.

@@ -12,20 +12,22 @@
 import dpsnet  # noqa: F401  (first: shims detectron2 0.6, registers datasets)
 
 # isort: split
-import argparse
 import sys
 
 from detectron2.utils.logger import setup_logger
 
+from dpsnet.engine.cli import ArgumentParser, int_at_least, run
 from dpsnet.recognition.build import add_product_to_gallery
 from dpsnet.utils.io import BadInputError
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    parser = ArgumentParser(description=__doc__.split("\n")[1])
     parser.add_argument("--gallery", required=True, help="gallery file, rewritten in place")
     parser.add_argument("--weights", required=True, help="recogniser checkpoint")
-    parser.add_argument("--id", type=int, required=True, help="product id (category id)")
+    parser.add_argument(
+        "--id", type=int_at_least(0), required=True, help="product id (category id)"
+    )
     parser.add_argument("--name", default="", help="product name")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", nargs="+", help="photos of the product alone")
@@ -53,4 +55,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

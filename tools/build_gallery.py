@@ -8,30 +8,35 @@
 import dpsnet  # noqa: F401  (first: shims detectron2 0.6, registers datasets)
 
 # isort: split
-import argparse
 import sys
 
 from detectron2.utils.logger import setup_logger
 
+from dpsnet.engine.cli import ArgumentParser, float_at_least, int_at_least, run
 from dpsnet.recognition.build import build_gallery_file
 from dpsnet.utils.io import BadInputError
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    parser = ArgumentParser(description=__doc__.split("\n")[1])
     parser.add_argument("--weights", required=True, help="recogniser checkpoint")
     parser.add_argument("--datasets", nargs="+", required=True, help="exemplar datasets")
     parser.add_argument("--output", required=True, help="gallery file (.npz)")
-    parser.add_argument("--products", type=int, nargs="*", help="only these product ids")
-    parser.add_argument("--max-per-product", type=int, default=0)
+    parser.add_argument(
+        "--products", type=int_at_least(0), nargs="*", help="only these product ids"
+    )
+    parser.add_argument("--max-per-product", type=int_at_least(0), default=0, help="0: all")
     parser.add_argument("--calibrate", nargs="*", help="labelled datasets for the threshold")
-    parser.add_argument("--unknown-distance", type=float, help="fixed unknown distance")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--unknown-distance", type=float_at_least(0), help="fixed unknown distance")
+    parser.add_argument("--seed", type=int_at_least(0), default=0)
     parser.add_argument(
         "--rotations", action="store_true", help="also embed each exemplar at 90/180/270 degrees"
     )
     parser.add_argument(
-        "--jitter-views", type=int, default=0, help="also embed N copies under random lighting"
+        "--jitter-views",
+        type=int_at_least(0),
+        default=0,
+        help="also embed N copies under random lighting",
     )
     args = parser.parse_args(argv)
     setup_logger(name="dpsnet")
@@ -56,4 +61,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

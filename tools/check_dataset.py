@@ -7,24 +7,28 @@
 Exits 0 when nothing is wrong, 1 when any problem is found, 2 when the input cannot be found.
 """
 
-import argparse
 import logging
 import os
 import sys
 
 import dpsnet  # noqa: F401  (shims first; registers the built-in dataset names)
 from dpsnet.data.check import check_dataset_json, check_registered
+from dpsnet.engine.cli import ArgumentParser, float_at_least, int_at_least, run
 from dpsnet.utils.io import atomic_write_json
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("dataset", help="registered dataset name or path to a JSON file")
     parser.add_argument("--image-root", help="image folder (default: from metadata / layout)")
     parser.add_argument("--no-images", action="store_true", help="skip the image files")
     parser.add_argument("--decode", action="store_true", help="fully decode every image")
-    parser.add_argument("--box-tolerance", type=float, default=1.0, help="pixels (default 1)")
-    parser.add_argument("--max-per-kind", type=int, default=10, help="problems shown per kind")
+    parser.add_argument(
+        "--box-tolerance", type=float_at_least(0), default=1.0, help="pixels (default 1)"
+    )
+    parser.add_argument(
+        "--max-per-kind", type=int_at_least(1), default=10, help="problems shown per kind"
+    )
     parser.add_argument("--json-out", help="also write the full report as JSON here")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -55,4 +59,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

@@ -9,35 +9,41 @@ deployable figure) and rpctool's threshold searched on the evaluated set (optimi
 Prints a Markdown table; with --output-dir also writes rpc_metrics.json and rpc_metrics.md.
 """
 
-import argparse
 import json
 import logging
 import sys
 
 import dpsnet  # noqa: F401  (applies the detectron2 shims)
+from dpsnet.data.datasets.checkout import CLUTTER_LEVELS
+from dpsnet.engine.cli import ArgumentParser, int_at_least, name_list, run, unit_float
 from dpsnet.evaluation.rpc_report import evaluate_files, markdown_report
 from dpsnet.utils.io import BadInputError
 
+#: Names ``--levels`` accepts: RPC's clutter levels and "averaged" (every image).
+EVAL_LEVELS = (*CLUTTER_LEVELS, "averaged")
+
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", help="COCO results: [{image_id, category_id, bbox, score}]")
     parser.add_argument("annotations", help="RPC/COCO ground-truth annotation JSON")
     parser.add_argument(
         "--levels",
-        type=lambda s: [x for x in s.replace(" ", "").split(",") if x],
+        type=name_list(EVAL_LEVELS),
         default=None,
         help='comma-separated levels, e.g. "easy,medium,hard,averaged" (default: every level '
         "present, then averaged)",
     )
     group = parser.add_mutually_exclusive_group()
-    group.add_argument("--threshold", type=float, help="fixed score threshold only")
+    group.add_argument("--threshold", type=unit_float, help="fixed score threshold only")
     group.add_argument(
         "--search", action="store_true", help="only rpctool's searched threshold (optimistic)"
     )
     parser.add_argument("--no-map", action="store_true", help="skip mAP50 / mmAP (pycocotools)")
     parser.add_argument("--output-dir", help="write rpc_metrics.json and rpc_metrics.md here")
-    parser.add_argument("--top-k", type=int, default=10, help="rows of the error-analysis tables")
+    parser.add_argument(
+        "--top-k", type=int_at_least(1), default=10, help="rows of the error-analysis tables"
+    )
     parser.add_argument("--json", action="store_true", help="print the flat metrics as JSON")
     return parser.parse_args(argv)
 
@@ -60,12 +66,12 @@ def main(argv=None) -> int:
             output_dir=args.output_dir,
             top_k=args.top_k,
         )
-    except BadInputError as e:
+    except BadInputError as e:  # a malformed results or annotation file: bad input
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 2
     print(json.dumps(report["metrics"], indent=2) if args.json else markdown_report(report))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

@@ -26,12 +26,13 @@ import sys
 from detectron2.utils.logger import setup_logger
 
 from dpsnet.engine import ConfigError, load_config
+from dpsnet.engine.cli import ArgumentParser, int_at_least, run
 from dpsnet.synthesis.extract import extract_masks_from_config
 from dpsnet.utils.io import BadInputError
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--config-file", default="", metavar="FILE", help="YAML config")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", metavar="NAME", help="registered exemplar dataset")
@@ -42,7 +43,9 @@ def parse_args(argv=None):
     p.add_argument(
         "--planted-bad-poses", metavar="FILE", help="known bad poses (report precision/recall)"
     )
-    p.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="processes")
+    p.add_argument(
+        "--workers", type=int_at_least(1), default=min(2, os.cpu_count() or 1), help="processes"
+    )
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = p.parse_args(argv)
     if args.json and not args.image_root:
@@ -83,4 +86,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

@@ -11,12 +11,12 @@ anchors beside detectron2's defaults (sizes 32..512, ratios 0.5/1/2) and the con
 import dpsnet  # noqa: F401  (first: shims detectron2 0.6, registers datasets)
 
 # isort: split
-import argparse
 import sys
 
 from detectron2.data import DatasetCatalog
 
 from dpsnet.engine import ConfigError, load_config
+from dpsnet.engine.cli import ArgumentParser, int_at_least, run
 from dpsnet.recognition.anchors import (
     DEFAULT_RATIOS,
     DEFAULT_SIZES,
@@ -28,10 +28,10 @@ from dpsnet.utils.io import atomic_write_json
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    parser = ArgumentParser(description=__doc__.split("\n")[1])
     parser.add_argument("dataset", nargs="+", help="registered dataset name(s)")
     parser.add_argument("--config-file", default="", help="detector config (input size, anchors)")
-    parser.add_argument("--num-ratios", type=int, default=3)
+    parser.add_argument("--num-ratios", type=int_at_least(1), default=3)
     parser.add_argument("--json", help="also write the result to this JSON file")
     args = parser.parse_args(argv)
     try:
@@ -87,4 +87,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

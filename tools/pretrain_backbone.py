@@ -22,21 +22,33 @@ import torch
 from detectron2.utils.logger import setup_logger
 
 from dpsnet.engine import ConfigError, load_config
+from dpsnet.engine.cli import ArgumentParser, int_at_least, run
+from dpsnet.engine.setup import check_dataset
 from dpsnet.recognition.pretrain import pretrain_backbone
 from dpsnet.utils.io import BadInputError
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    parser = ArgumentParser(description=__doc__.split("\n")[1])
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--output", required=True, help="the .pth to write")
     parser.add_argument(
-        "--num-threads", type=int, default=0, help="torch CPU threads (0: the free cores)"
+        "--num-threads",
+        type=int_at_least(0),
+        default=0,
+        help="torch CPU threads (0: the free cores)",
     )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config_file, args.opts)
+        datasets = list(cfg.PRETRAIN.DATASETS) or list(cfg.DATASETS.TRAIN)
+        key = "PRETRAIN.DATASETS" if cfg.PRETRAIN.DATASETS else "DATASETS.TRAIN"
+        for name in datasets:
+            check_dataset(name, key)
+        for k in ("IMS_PER_BATCH", "MAX_ITER"):
+            if int(cfg.PRETRAIN[k]) < 1:
+                raise ConfigError(f"PRETRAIN.{k} must be >= 1, got {cfg.PRETRAIN[k]}")
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -54,4 +66,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, resume_hint="rerun the same command (pretraining starts over)"))

@@ -30,13 +30,14 @@ import logging
 import sys
 
 from dpsnet.engine import ConfigError, load_config
+from dpsnet.engine.cli import ArgumentParser, int_at_least, run
 from dpsnet.synthesis.render import render_from_config, train_from_config
 from dpsnet.synthesis.render.jobs import compare_looks
 from dpsnet.utils.io import BadInputError
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     modes = p.add_subparsers(dest="mode", required=True, metavar="{render,train,stats}")
     for mode, text in (
         ("render", "render RENDER.SOURCE, check every image, write and register the kept ones"),
@@ -47,7 +48,9 @@ def parse_args(argv=None):
         m.add_argument("--config-file", default="", metavar="FILE", help="YAML config")
         if mode == "render":
             m.add_argument("--overwrite", action="store_true", help="render again images on disk")
-            m.add_argument("--limit", type=int, default=0, help="render only the first N images")
+            m.add_argument(
+                "--limit", type=int_at_least(0), default=0, help="render only the first N images"
+            )
         if mode == "train":
             m.add_argument("--no-resume", action="store_true", help="ignore the last checkpoint")
         m.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
@@ -76,4 +79,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

@@ -37,6 +37,7 @@ from detectron2.utils.logger import setup_logger
 
 from dpsnet.data.datasets.checkout import CLUTTER_LEVELS
 from dpsnet.engine import ConfigError, load_config
+from dpsnet.engine.cli import ArgumentParser, int_at_least, run
 from dpsnet.synthesis.dataset import merge_shards
 from dpsnet.synthesis.writer import synthesize
 from dpsnet.utils.io import BadInputError
@@ -55,6 +56,8 @@ def level_mix(text: str) -> list[float]:
             mix[name] = float(weight) if weight else 1.0
         except ValueError:
             raise argparse.ArgumentTypeError(f"bad weight in {part!r}") from None
+        if not mix[name] >= 0 or mix[name] == float("inf"):  # NaN fails too
+            raise argparse.ArgumentTypeError(f"weight in {part!r} must be a number >= 0")
     if sum(mix.values()) <= 0:
         raise argparse.ArgumentTypeError(f"{text!r}: the weights sum to zero")
     return [mix[n] for n in CLUTTER_LEVELS]
@@ -63,7 +66,7 @@ def level_mix(text: str) -> list[float]:
 def parse_args(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["merge"]:
-        p = argparse.ArgumentParser(
+        p = ArgumentParser(
             prog="synthesize.py merge",
             description="merge OUT/shards/* into OUT/instances_synth.json and register it",
         )
@@ -72,23 +75,34 @@ def parse_args(argv=None):
         args = p.parse_args(argv[1:])
         args.mode = "merge"
         return args
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p = ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--config-file", default="", metavar="FILE", help="YAML config")
     p.add_argument(
         "--index", "--masks", default="", help="masks index (SYNTHESIS.COMPOSE.MASKS_INDEX)"
     )
     p.add_argument("--output", default="", help="output folder (SYNTHESIS.COMPOSE.OUTPUT_DIR)")
-    p.add_argument("--num-images", type=int, default=0, help="SYNTHESIS.COMPOSE.NUM_IMAGES")
+    p.add_argument(
+        "--num-images", type=int_at_least(1), default=None, help="SYNTHESIS.COMPOSE.NUM_IMAGES"
+    )
     p.add_argument(
         "--level", type=level_mix, default=None, help="level mix: hard | easy,hard | easy:1,hard:2"
     )
-    p.add_argument("--workers", type=int, default=1, help="processes (output does not change)")
-    p.add_argument("--shard", type=int, default=0, help="this piece's number, 0-based")
-    p.add_argument("--num-shards", type=int, default=1, help="number of pieces")
+    p.add_argument(
+        "--workers", type=int_at_least(1), default=1, help="processes (output does not change)"
+    )
+    p.add_argument("--shard", type=int_at_least(0), default=0, help="this piece's number, 0-based")
+    p.add_argument("--num-shards", type=int_at_least(1), default=1, help="number of pieces")
+    p.add_argument(
+        "--allow-missing-products",
+        action="store_true",
+        help="go on when a product has no exemplar left (SYNTHESIS.COMPOSE.ALLOW_MISSING_PRODUCTS)",
+    )
     p.add_argument("--overwrite", action="store_true", help="remake scenes already on disk")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = p.parse_args(argv)
+    if args.shard >= args.num_shards:
+        p.error(f"--shard {args.shard} must be below --num-shards {args.num_shards}")
     args.mode = "run"
     return args
 
@@ -108,8 +122,10 @@ def main(argv=None) -> int:
             (args.num_images, "NUM_IMAGES"),
             (args.level, "LEVEL_MIX"),
         ):
-            if flag:
+            if flag is not None and flag != "":  # --num-images 0 is refused by its type
                 opts += [f"SYNTHESIS.COMPOSE.{key}", str(flag)]
+        if args.allow_missing_products:
+            opts += ["SYNTHESIS.COMPOSE.ALLOW_MISSING_PRODUCTS", "True"]
         cfg = load_config(args.config_file, opts)
         report = synthesize(
             cfg,
@@ -128,4 +144,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, resume_hint="rerun the same command: scenes on disk are kept"))

@@ -20,13 +20,14 @@ import torch
 from detectron2.utils.logger import setup_logger
 
 from dpsnet.engine import ConfigError, load_config
+from dpsnet.engine.cli import ArgumentParser, int_at_least, run
 from dpsnet.recognition.evaluate import evaluate_recognizer
 from dpsnet.recognition.train import train_recognizer
 from dpsnet.utils.io import BadInputError
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[1])
+    parser = ArgumentParser(description=__doc__.split("\n")[1])
     parser.add_argument("--config-file", required=True)
     parser.add_argument("--output-dir", default="", help="default: the config's OUTPUT_DIR")
     parser.add_argument("--resume", action="store_true", help="continue last_checkpoint.pth")
@@ -35,7 +36,9 @@ def main(argv=None) -> int:
         action="store_true",
         help="evaluate model_final.pth of the output folder again (gallery as the config says)",
     )
-    parser.add_argument("--num-threads", type=int, default=0, help="torch CPU threads (0: all)")
+    parser.add_argument(
+        "--num-threads", type=int_at_least(0), default=0, help="torch CPU threads (0: all)"
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
     try:
@@ -61,4 +64,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

@@ -13,10 +13,8 @@ import os
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from PIL import Image
-
 from dpsnet.data.datasets.checkout import CLUTTER_LEVELS
-from dpsnet.utils.io import BadInputError, read_image
+from dpsnet.utils.io import BadInputError, image_size, read_image
 
 logger = logging.getLogger(__name__)
 
@@ -312,9 +310,8 @@ def _check_images(report, images, image_root, decode, progress) -> None:
         try:
             if decode:
                 h, w = read_image(path).shape[:2]
-            else:
-                with Image.open(path) as f:
-                    w, h = f.size
+            else:  # the header only, size-checked (INPUT.MAX_IMAGE_PIXELS)
+                w, h = image_size(path)
         except (BadInputError, OSError, SyntaxError, ValueError) as e:
             report.add("unreadable_image", where, f"cannot read the image: {e}")
             continue

@@ -38,6 +38,7 @@ __all__ = [
     "float_at_least",
     "float_in",
     "int_at_least",
+    "name_list",
     "one_line_errors",
     "run",
     "setup_logging",
@@ -57,9 +58,7 @@ class ArgumentParser(argparse.ArgumentParser):
     """argparse with a one-line error (``prog: error: ...``) instead of usage plus error."""
 
     def error(self, message: str):
-        self.exit(
-            EXIT_BAD_INPUT, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n"
-        )
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")
 
 
 def one_line_errors(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -128,6 +127,23 @@ def float_in(low: float, high: float) -> Callable[[str], float]:
 
 
 _INF = (float("inf"), float("-inf"))
+
+
+def name_list(allowed) -> Callable[[str], list[str]]:
+    """An argparse ``type``: comma-separated names, each one of ``allowed`` (e.g. levels)."""
+
+    def parse(text: str) -> list[str]:
+        names = [x for x in text.replace(" ", "").split(",") if x]
+        bad = [x for x in names if x not in allowed]
+        if bad or not names:
+            raise argparse.ArgumentTypeError(
+                f"unknown {', '.join(map(repr, bad)) or 'empty list'} (use {', '.join(allowed)})"
+            )
+        return names
+
+    parse.__name__ = "list of names"
+    return parse
+
 
 #: An argparse ``type`` for thresholds, probabilities and fractions: a number in [0, 1].
 unit_float = float_in(0.0, 1.0)

@@ -76,6 +76,10 @@ def _first_bad_entry(results: list, source: str) -> None:
             raise BadInputError(
                 f"{source}: entry {j} has a non-finite score ({score}): {short_repr(d)}"
             )
+        if not 0.0 <= score <= 1.0:  # a logit or a percentage would rank and threshold wrongly
+            raise BadInputError(
+                f"{source}: entry {j} has a score outside [0, 1] ({score}): {short_repr(d)}"
+            )
         if not is_box(d["bbox"]):
             raise BadInputError(
                 f"{source}: entry {j} has a malformed bbox (need [x, y, w, h]): {short_repr(d)}"
@@ -100,9 +104,9 @@ def parse_results(results: Any, gt: RPCGroundTruth, source: str = "results") -> 
 
     Raises:
         BadInputError: results not a list; an entry not an object, missing a key, with a
-            non-numeric or non-finite score or box, or a negative box size; an image or category
-            id not in the ground truth. The message names the problem and the first offending
-            entry.
+            non-numeric or non-finite score or box, a score outside [0, 1], a negative box
+            size; an image or category id not in the ground truth. The message names the problem
+            and the first offending entry.
     """
     if not isinstance(results, list):
         raise BadInputError(
@@ -129,7 +133,7 @@ def parse_results(results: Any, gt: RPCGroundTruth, source: str = "results") -> 
             score = np.array(scores, dtype=np.float64)
             bbox = np.array(boxes, dtype=np.float64)
             ok = bbox.shape == (n, 4) and np.isfinite(score).all() and np.isfinite(bbox).all()
-            ok = ok and (bbox[:, 2:] >= 0).all()
+            ok = ok and (bbox[:, 2:] >= 0).all() and ((score >= 0) & (score <= 1)).all()
         except (TypeError, ValueError):
             ok = False
     if not ok:

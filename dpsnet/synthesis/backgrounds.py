@@ -38,8 +38,10 @@ def list_backgrounds(folder: str | os.PathLike) -> list[Path]:
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
     good = []
     for f in files:
-        if cv2.imread(str(f), cv2.IMREAD_REDUCED_COLOR_8) is None:
-            logger.warning("Skipping background %s: not a readable image", f)
+        try:
+            read_image(f, cv2.IMREAD_REDUCED_COLOR_8)
+        except BadInputError as e:
+            logger.warning("Skipping background %s", e)
         else:
             good.append(f)
     if not good:

@@ -26,7 +26,7 @@ import numpy as np
 
 from dpsnet.synthesis.masks import JOURNAL, MaskSettings, compute_masks
 from dpsnet.synthesis.pose import drop_scores, pose_report, prune_poses
-from dpsnet.utils.io import BadInputError, atomic_write_json, load_json
+from dpsnet.utils.io import BadInputError, atomic_write_json, load_json, try_read_image
 
 logger = logging.getLogger(__name__)
 
@@ -145,7 +145,7 @@ def truth_report(items: list, out, truth_dir) -> dict:
         if it["drop_reason"] == "unreadable":
             continue
         path = truth_dir / (Path(it["file_name"]).stem + ".png")
-        truth = cv2.imread(os.fspath(path), cv2.IMREAD_GRAYSCALE) if path.is_file() else None
+        truth = try_read_image(path, cv2.IMREAD_GRAYSCALE)
         if truth is None:
             missing.append(it["image_id"])
             continue
@@ -179,7 +179,7 @@ def truth_report(items: list, out, truth_dir) -> dict:
 
 
 def _iou_in_image(mask_path: Path, extent, truth: np.ndarray) -> float:
-    m = cv2.imread(os.fspath(mask_path), cv2.IMREAD_GRAYSCALE) if mask_path.is_file() else None
+    m = try_read_image(mask_path, cv2.IMREAD_GRAYSCALE)
     inter = pred = 0
     if m is not None:
         x0, y0, x1, y1 = extent

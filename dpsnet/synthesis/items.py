@@ -24,7 +24,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dpsnet.utils.io import BadInputError, load_json
+from dpsnet.utils.io import BadInputError, image_size, load_json, read_image, try_read_image
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def read_mask(item: Item) -> np.ndarray:
     Raises:
         BadInputError: unreadable mask, or its size is not that of the item's extent.
     """
-    m = cv2.imread(item.mask_path, cv2.IMREAD_GRAYSCALE)
+    m = try_read_image(item.mask_path, cv2.IMREAD_GRAYSCALE)
     if m is None:
         raise BadInputError(f"{item.mask_path}: mask missing or unreadable")
     x0, y0, x1, y1 = item.extent
@@ -132,16 +132,11 @@ def check_item(item: Item) -> tuple[Item | None, str]:
     if not mask.any():
         return None, f"{item.mask_path}: mask is empty"
     # The smallest decode is enough to tell a corrupt file and costs little on large photos.
-    small = cv2.imread(item.file_name, cv2.IMREAD_REDUCED_COLOR_8)
-    if small is None:
-        return None, f"{item.file_name}: image missing, corrupt or not an image"
-    try:
-        from PIL import Image
-
-        with Image.open(item.file_name) as im:
-            w, h = im.size
-    except Exception as e:  # noqa: BLE001  (PIL raises many types for bad files)
-        return None, f"{item.file_name}: unreadable image header ({type(e).__name__})"
+    try:  # the header's size first (INPUT.MAX_IMAGE_PIXELS), then the smallest decode
+        w, h = image_size(item.file_name)
+        read_image(item.file_name, cv2.IMREAD_REDUCED_COLOR_8)
+    except BadInputError as e:
+        return None, str(e)
     x0, y0, x1, y1 = item.extent
     if x0 < 0 or y0 < 0 or x1 > w or y1 > h or x1 <= x0 or y1 <= y0:
         return None, f"{item.file_name}: extent {list(item.extent)} lies outside the {w}x{h} image"
@@ -190,7 +185,7 @@ def make_cutout(item: Item, max_scale: float = 1.0) -> Cutout:
     factor = 1
     while factor < 8 and max_scale * factor * 2 <= 1.0:
         factor *= 2
-    image = cv2.imread(item.file_name, _REDUCED[factor])
+    image = try_read_image(item.file_name, _REDUCED[factor])
     if image is None:
         raise BadInputError(f"{item.file_name}: image missing, corrupt or not an image")
     mask = read_mask(item)
@@ -271,7 +266,7 @@ def index_from_full_masks(
         ann = boxes.get(im["id"])
         if ann is None:
             continue
-        full = cv2.imread(
+        full = try_read_image(
             str(masks_dir / (Path(im["file_name"]).stem + ".png")), cv2.IMREAD_GRAYSCALE
         )
         if full is None:

@@ -401,7 +401,7 @@ def _trained_net(clean: list, path: Path, settings: MaskSettings):
     xs, ys = [], []
     for rec in clean:
         x, window = _net_view(rec, settings.net)
-        m = cv2.imread(os.fspath(path.parents[1] / rec["coarse_mask"]), cv2.IMREAD_GRAYSCALE) > 127
+        m = read_image(path.parents[1] / rec["coarse_mask"], cv2.IMREAD_GRAYSCALE) > 127
         xs.append(x)
         ys.append(net_target(m, rec["extent"], window, settings.net.input_size))
     net = train_refiner(np.stack(xs), np.stack(ys), settings.net)

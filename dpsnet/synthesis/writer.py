@@ -167,6 +167,36 @@ def _info(spec: WriteSpec) -> dict:
     }
 
 
+def _check_every_product(categories, items, excluded, index: str, allow: bool) -> None:
+    """Warn per product with no usable exemplar left; an error unless ``allow``.
+
+    Raises:
+        BadInputError: some category would be absent from every scene and ``allow`` is False.
+    """
+    present = {it.category_id for it in items}
+    missing = [
+        cat
+        for cat in categories
+        if int(cat["id"]) not in excluded and int(cat["id"]) not in present
+    ]
+    for cat in missing:
+        logger.warning(
+            "PRODUCT MISSING: category %s (%s) has no usable exemplar left in %s (missing, "
+            "pruned or unreadable): it will not appear in any synthesized scene",
+            cat["id"],
+            cat.get("name", "?"),
+            index,
+        )
+    if missing and not allow:
+        names = ", ".join(f"{c['id']} ({c.get('name', '?')})" for c in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise BadInputError(
+            f"{index}: {len(missing)} product(s) have no usable exemplar left: {names}{more}; "
+            "fix their exemplars, exclude them (SYNTHESIS.COMPOSE.EXCLUDE_CATEGORIES), or allow "
+            "it with --allow-missing-products (SYNTHESIS.COMPOSE.ALLOW_MISSING_PRODUCTS True)"
+        )
+
+
 def spec_from_config(cfg, *, overwrite: bool = False, pool=None):
     """(WriteSpec, categories, skipped exemplars) from ``cfg.SYNTHESIS``.
 
@@ -194,6 +224,7 @@ def spec_from_config(cfg, *, overwrite: bool = False, pool=None):
     items, skipped = check_items(items, pool)
     if not items:
         raise BadInputError(f"{c.MASKS_INDEX}: none of the kept exemplars is usable")
+    _check_every_product(categories, items, excluded, c.MASKS_INDEX, c.ALLOW_MISSING_PRODUCTS)
     params = ComposeParams.from_config(cfg)
     spec = WriteSpec(
         items=tuple(items),

@@ -7,10 +7,12 @@ threshold chosen without test labels, the input sizes and the training config.
 """
 
 import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from dpsnet.utils.io import atomic_path
+from dpsnet.utils.weights import load_weights_file
 
 __all__ = ["META_KEY", "read_meta", "update_meta"]
 
@@ -20,7 +22,7 @@ META_KEY = "dpsnet"
 
 def read_meta(path: str | os.PathLike) -> dict:
     """dpsnet's fields of a checkpoint (``{}`` for one saved without them)."""
-    ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    ckpt = load_weights_file(path)  # weights-only; one-line errors
     meta = ckpt.get(META_KEY) if isinstance(ckpt, dict) else None
     return dict(meta) if isinstance(meta, dict) else {}
 
@@ -36,19 +38,12 @@ def update_meta(path: str | os.PathLike, **fields) -> dict:
         The checkpoint's dpsnet fields after the update.
     """
     path = Path(path)
-    ckpt = torch.load(str(path), map_location="cpu", weights_only=True)
+    ckpt = load_weights_file(path)  # weights-only; one-line errors
     if not isinstance(ckpt, dict):
         raise ValueError(f"{path}: not a checkpoint dict; cannot store dpsnet's fields in it")
     meta = dict(ckpt.get(META_KEY) or {})
     meta.update(fields)
     ckpt[META_KEY] = meta
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".tmp") as tmp:  # the user's umask, not mkstemp's 0600
         torch.save(ckpt, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     return meta

@@ -199,6 +199,18 @@ def read_image(path: str | os.PathLike, flags: int = cv2.IMREAD_COLOR) -> np.nda
     return image
 
 
+def try_read_image(path: str | os.PathLike, flags: int = cv2.IMREAD_COLOR) -> np.ndarray | None:
+    """``read_image`` with ``cv2.imread``'s contract: None for a missing or unreadable file.
+
+    For callers that test the result (``if image is None``) and report the file themselves;
+    the header's size is still checked first.
+    """
+    try:
+        return read_image(path, flags)
+    except BadInputError:
+        return None
+
+
 def _truncated_jpeg(data: np.ndarray) -> bool:
     # A JPEG's last scan (SOS, FF DA) is followed by its end-of-image marker (FF D9); inside the
     # entropy-coded data a 0xFF byte is always stuffed (FF 00), so a cut-off file has none after

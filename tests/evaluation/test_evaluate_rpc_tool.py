@@ -51,9 +51,9 @@ def test_bad_results_file_is_one_line_error(tool, files, tmp_path, capsys):
     bad = json.loads(Path(res).read_text())
     bad[6]["score"] = None
     Path(res).write_text(json.dumps(bad))
-    assert tool.main([res, ann]) == 1
+    assert tool.main([res, ann]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "entry 6 has a non-numeric score" in err and res in err
     Path(res).write_text("{not json")
-    assert tool.main([res, ann]) == 1
+    assert tool.main([res, ann]) == 2
     assert "malformed JSON" in capsys.readouterr().err
