@@ -26,6 +26,7 @@ from dpsnet.recognition.losses import (
 from dpsnet.recognition.products import load_crops, split_products
 from dpsnet.recognition.sampler import PKBatchSampler
 from dpsnet.utils.io import atomic_path
+from dpsnet.utils.precision import autocast_context, settings_from_config
 from dpsnet.utils.weights import load_weights_file
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,9 @@ def train_recognizer(cfg, output_dir: str, resume: bool = False) -> dict:
     )
     torch.manual_seed(t.SEED)  # the initial weights
     model = ProductEmbedder(cfg)
+    settings = settings_from_config(cfg, loader_workers=0)  # crops are in memory: no loader
+    torch.set_num_threads(settings.threads)
+    logger.info("CPU settings: %s", settings.reason)
     params = list(model.parameters())
     # Optional softmax cross-entropy over the known products (training only; see
     # BNNeckClassifier): the classifier's class k is known[k].
@@ -108,7 +112,9 @@ def train_recognizer(cfg, output_dir: str, resume: bool = False) -> dict:
             x = paste_clutter(x, t.CLUTTER_PROB, gen)
             x = photometric_jitter(x, t.COLOR_JITTER, t.BLUR_PROB, gen)
             x = random_erase(x, t.ERASE_PROB, gen)
-            emb = model(x)
+            with autocast_context(settings):  # bf16 only where it measured faster here
+                emb = model(x)
+            emb = emb.float()  # distances, triplet and cross-entropy losses in float32
             if mode == "classify":
                 loss = _cross_entropy(classifier, emb, class_of[rows], t.CE_LABEL_SMOOTHING)
             else:
