@@ -79,6 +79,8 @@ class Detectron2Steps:
         model is evaluated as configured, under "default".
         """
         name = cfg.DISTILL.EVAL_DATASET
+        if not name:  # no labelled evaluation set (run_pipeline.py without --eval): no figures
+            return {}
         c = cfg.clone()
         c.defrost()
         c.OUTPUT_DIR = str(out_dir)
