@@ -148,7 +148,8 @@ def config_from_checkpoint(
     """The config of a model to run from ``weights``, and the checkpoint's dpsnet fields.
 
     Without ``config_file`` the config is the one saved in the checkpoint, its datasets replaced
-    by metadata built from the saved catalogue (nothing needs to be registered or on disk). With
+    by metadata built from the saved catalogue (nothing needs to be registered or on disk), and
+    count-guided inference as chosen with the threshold (``count_guided_default``), if it was. With
     ``config_file`` that file wins, as for a checkpoint saved without dpsnet's fields; the saved
     catalogue then names the products only where the file's datasets do not.
 
@@ -197,6 +198,9 @@ def config_from_checkpoint(
     cfg.DATASETS.TRAIN = ()
     cfg.DATASETS.TEST = (register_catalogue(catalogue),) if catalogue is not None else ()
     cfg.MODEL.WEIGHTS = weights
+    guided = meta.get("count_guided_default")
+    if isinstance(guided, bool) and "DPSNET" in cfg.MODEL:  # chosen with the threshold
+        cfg.MODEL.DPSNET.COUNT_GUIDED.ENABLED = guided
     if opts:
         try:
             cfg.merge_from_list(opts)
