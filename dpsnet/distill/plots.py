@@ -2,10 +2,12 @@
 
 from pathlib import Path
 
-from dpsnet.distill.report import LEVELS
 from dpsnet.utils.io import atomic_path
 
 __all__ = ["plot_curve", "plot_rounds"]
+
+#: Levels of the report and their figure names (as ``report.LEVELS``, not imported: no cycle).
+LEVELS = ("averaged", "easy", "medium", "hard")
 
 
 def _save(fig, path: Path) -> None:
