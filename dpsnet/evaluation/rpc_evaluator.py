@@ -147,13 +147,9 @@ class RPCEvaluator(DatasetEvaluator):
 
     def _contiguous_to_category_ids(self, gt: RPCGroundTruth) -> np.ndarray:
         """(C,) dataset category id of each contiguous class id the model predicts."""
-        id_map = getattr(self._metadata, "thing_dataset_id_to_contiguous_id", None)
-        if not id_map:
-            return gt.category_ids
-        out = np.zeros(max(id_map.values()) + 1, np.int64)
-        for dataset_id, contiguous in id_map.items():
-            out[contiguous] = dataset_id
-        return out
+        if not getattr(self._metadata, "thing_dataset_id_to_contiguous_id", None):
+            return gt.category_ids  # records without an id map: classes in the GT's id order
+        return np.asarray(Catalogue.from_metadata(self._metadata).ids, np.int64)
 
     def _count_layout(self, num_channels: int, gt: RPCGroundTruth) -> CountingLayout:
         """What the counting view's channels mean (the metadata's classes, else the GT's)."""
