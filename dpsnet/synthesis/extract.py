@@ -24,7 +24,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from dpsnet.synthesis.masks import JOURNAL, MaskSettings, compute_masks
+from dpsnet.synthesis.mask_jobs import MaskSettings
+from dpsnet.synthesis.masks import JOURNAL, compute_masks
 from dpsnet.synthesis.pose import drop_scores, pose_report, prune_poses
 from dpsnet.utils.io import BadInputError, atomic_write_json, load_json, try_read_image
 

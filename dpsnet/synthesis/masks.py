@@ -31,7 +31,6 @@ import logging
 import multiprocessing as mp
 import os
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import cv2
@@ -39,93 +38,28 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dpsnet.synthesis.coarse import CoarseParams, box_extent, clean_mask, coarse_mask, mask_quality
+from dpsnet.synthesis.mask_jobs import (
+    MaskSettings,
+    coarse_job,
+    init_worker,
+    mask_job,
+    net_finish_job,
+)
 from dpsnet.synthesis.refine import (
     MaskRefinerNet,
-    MattingParams,
     NetParams,
-    matting_snap,
     net_input,
     net_output_to_box,
     net_target,
     predict_refiner,
     train_refiner,
 )
-from dpsnet.utils.io import BadInputError, atomic_write_image, read_image
+from dpsnet.utils.io import read_image
 from dpsnet.utils.weights import load_weights_file
 
 logger = logging.getLogger(__name__)
 
-REFINE_METHODS = ("matting", "net", "none")
 JOURNAL = ".journal.jsonl"
-
-
-@dataclass(frozen=True)
-class MaskSettings:
-    """Every setting a mask depends on (``cfg.SYNTHESIS.MASKS``, ``cfg.SYNTHESIS.SEED``)."""
-
-    coarse: CoarseParams = CoarseParams()
-    refine: str = "matting"  # one of REFINE_METHODS
-    matting: MattingParams = MattingParams()
-    net: NetParams = NetParams()
-    net_min_quality: float = 0.9  # coarse quality of the masks that train the net
-    seed: int = 0
-
-    def __post_init__(self):
-        if self.refine not in REFINE_METHODS:
-            raise ValueError(f"unknown refinement {self.refine!r} (one of {REFINE_METHODS})")
-
-    @classmethod
-    def from_config(cls, cfg) -> MaskSettings:
-        m, r, n = cfg.SYNTHESIS.MASKS, cfg.SYNTHESIS.MASKS.REFINE, cfg.SYNTHESIS.MASKS.REFINE.NET
-        coarse = CoarseParams(
-            method=m.METHOD,
-            context=m.CONTEXT,
-            iterations=m.GRABCUT_ITERATIONS,
-            max_side=m.MAX_SIDE,
-            edge_threshold=m.EDGE_THRESHOLD,
-        )
-        matting = MattingParams(
-            band=r.BAND, radius=r.RADIUS, min_contrast=r.MIN_CONTRAST, iterations=r.ITERATIONS
-        )
-        net = NetParams(
-            input_size=n.INPUT_SIZE,
-            width=n.WIDTH,
-            iterations=n.ITERATIONS,
-            batch_size=n.BATCH_SIZE,
-            lr=n.LR,
-            max_train=n.MAX_TRAIN,
-            context=m.CONTEXT,
-            seed=cfg.SYNTHESIS.SEED,
-        )
-        return cls(coarse, r.METHOD, matting, net, n.MIN_QUALITY, cfg.SYNTHESIS.SEED)
-
-    def coarse_dict(self) -> dict:
-        return {"coarse": asdict(self.coarse), "seed": self.seed}
-
-    def refine_dict(self) -> dict:
-        d = {"refine": self.refine}
-        if self.refine != "none":
-            d["matting"] = asdict(self.matting)
-        if self.refine == "net":
-            d["net"] = asdict(self.net)
-            d["net_min_quality"] = self.net_min_quality
-        return d
-
-
-def _hash(obj) -> str:
-    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
-
-
-# ---------------------------------------------------------------------------------------------
-# Per-exemplar work (runs in worker processes).
-
-_STATE: dict = {}
-
-
-def _init_worker(settings: MaskSettings, out: str) -> None:
-    cv2.setNumThreads(1)
-    _STATE.update(settings=settings, out=Path(out))
 
 
 def _file_size(path: str) -> int:
@@ -160,73 +94,8 @@ def _base_record(item: dict, settings: MaskSettings) -> dict:
     }
 
 
-def _drop(rec: dict, reason: str, note: str) -> dict:
-    rec.update(drop_reason=reason, note=note, quality=0.0, area=0)
-    return rec
-
-
-def _coarse_step(rec: dict):
-    """Coarse mask and its quality; writes ``coarse/<id>.png``.
-
-    Returns:
-        (record, image, mask, component share); image is None when the exemplar was dropped.
-    """
-    settings, out = _STATE["settings"], _STATE["out"]
-    try:
-        image = read_image(rec["file_name"])
-    except BadInputError as e:
-        return _drop(rec, "unreadable", str(e)), None, None, 0.0
-    extent = box_extent(rec["bbox"], *image.shape[:2])
-    rec["extent"] = list(extent)
-    if extent[2] <= extent[0] or extent[3] <= extent[1]:
-        note = f"box {rec['bbox']} lies outside the {image.shape[1]}x{image.shape[0]} image"
-        return _drop(rec, "empty", note), None, None, 0.0
-    seed = (settings.seed * 1000003 + int(rec["image_id"])) % (2**31)
-    mask, share = coarse_mask(image, rec["bbox"], settings.coarse, seed=seed)
-    q = mask_quality(image, rec["bbox"], mask, share, settings.coarse.edge_threshold)
-    rec.update(coarse_quality=q["quality"], coarse_area=int(mask.sum()))
-    if not mask.any():
-        return (
-            _drop(rec, "empty", "the coarse mask is empty (no product found in the box)"),
-            None,
-            None,
-            0.0,
-        )
-    atomic_write_image(out / rec["coarse_mask"], mask.astype(np.uint8) * 255)
-    return rec, image, mask, share
-
-
-def _coarse_job(rec: dict) -> dict:
-    return _coarse_step(rec)[0]
-
-
-def _finish(rec: dict, image: np.ndarray, mask: np.ndarray, share: float) -> dict:
-    """Refine (matting snap) a mask, score it and write ``masks/<id>.png``."""
-    settings, out = _STATE["settings"], _STATE["out"]
-    if settings.refine != "none":
-        mask = matting_snap(image, rec["bbox"], mask, settings.matting)
-        mask, piece = clean_mask(mask)
-        share *= piece
-    if not mask.any():
-        return _drop(rec, "empty", "the refined mask is empty")
-    q = mask_quality(image, rec["bbox"], mask, share, settings.coarse.edge_threshold)
-    atomic_write_image(out / rec["mask"], mask.astype(np.uint8) * 255)
-    rec.update(quality=q["quality"], area=int(mask.sum()), drop_reason="", note="")
-    return rec
-
-
-def _mask_job(rec: dict) -> dict:
-    """Coarse mask, refinement without the net, quality: the whole job of one exemplar."""
-    rec, image, mask, share = _coarse_step(rec)
-    return rec if image is None else _finish(rec, image, mask, share)
-
-
-def _net_finish_job(args) -> dict:
-    """Threshold the net's probability over the box, clean it, then ``_finish``."""
-    rec, prob = args
-    image = read_image(rec["file_name"])
-    mask, share = clean_mask(prob > 0.5)
-    return _finish(rec, image, mask, share)
+def _hash(obj) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,9 +111,9 @@ class _Runner:
         if self.workers > 1:
             methods = mp.get_all_start_methods()
             ctx = mp.get_context("fork" if "fork" in methods else "spawn")
-            self.pool = ctx.Pool(self.workers, _init_worker, (settings, os.fspath(out)))
+            self.pool = ctx.Pool(self.workers, init_worker, (settings, os.fspath(out)))
         else:
-            _init_worker(settings, os.fspath(out))
+            init_worker(settings, os.fspath(out))
         self.journal = open(out / JOURNAL, "a", encoding="utf-8")
 
     def map(self, fn, jobs: list, desc: str) -> list:
@@ -328,7 +197,7 @@ def compute_masks(items: list, out, settings: MaskSettings, workers: int = 1) ->
                     records[rec["image_id"]] = old
                 else:
                     todo.append(rec)
-            recs = list(records.values()) + runner.map(_mask_job, todo, "masks")
+            recs = list(records.values()) + runner.map(mask_job, todo, "masks")
             stats["computed"], stats["reused"] = len(todo), len(records)
             stats["seconds"]["masks"] = round(time.perf_counter() - t0, 2)
     finally:
@@ -347,7 +216,7 @@ def _run_net(items, out: Path, settings: MaskSettings, runner: _Runner, cache, s
             coarse.append(dict(old))
         else:
             todo.append(rec)
-    coarse += runner.map(_coarse_job, todo, "coarse masks")
+    coarse += runner.map(coarse_job, todo, "coarse masks")
     coarse.sort(key=lambda r: r["image_id"])
     t1 = time.perf_counter()
     clean = [
@@ -381,7 +250,7 @@ def _run_net(items, out: Path, settings: MaskSettings, runner: _Runner, cache, s
             jobs = [
                 (r, net_output_to_box(p, r["extent"], v[1])) for r, p, v in zip(chunk, prob, views)
             ]
-            done += runner.map(_net_finish_job, jobs, f"refine {i // 256 + 1}")
+            done += runner.map(net_finish_job, jobs, f"refine {i // 256 + 1}")
     t2 = time.perf_counter()
     stats["seconds"].update(coarse=round(t1 - t0, 2), net_and_snap=round(t2 - t1, 2))
     return done

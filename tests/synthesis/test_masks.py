@@ -21,7 +21,7 @@ from dpsnet.synthesis.coarse import (
     mask_quality,
 )
 from dpsnet.synthesis.extract import extract_masks_from_config, load_exemplars
-from dpsnet.synthesis.masks import MaskSettings
+from dpsnet.synthesis.mask_jobs import MaskSettings
 from dpsnet.synthesis.refine import (
     MattingParams,
     NetParams,
