@@ -79,4 +79,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(
+        run(main, resume_hint="rerun the same command: images on disk are kept, training resumes")
+    )

@@ -64,4 +64,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run(main))
+    sys.exit(run(main, resume_hint="rerun with --resume to continue from last_checkpoint.pth"))

@@ -124,7 +124,7 @@ def load_weights_file(path: str | os.PathLike, map_location: Any = "cpu") -> Any
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        # torch's own message ends by suggesting weights_only=False: never relay that advice.
+        # torch's own message advises turning weights-only loading off: never relay that.
         raise WeightsError(
             f"{path}: holds Python objects other than tensors and plain data "
             f"({_first_line(e)}); dpsnet loads weights-only files: save a state dict of "
@@ -139,7 +139,7 @@ def load_weights_file(path: str | os.PathLike, map_location: Any = "cpu") -> Any
 def _first_line(error: Exception) -> str:
     text = str(error).strip().splitlines()
     line = text[0] if text else type(error).__name__
-    # torch prefixes "Weights only load failed." and then advises weights_only=False.
+    # torch prefixes "Weights only load failed." and then advises turning it off.
     line = line.replace("Weights only load failed. ", "")
     if "weights_only" in line:
         line = "it needs unpickling code that weights-only loading refuses"
