@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from dpsnet.data.catalogue import Catalogue
 from dpsnet.utils.io import BadInputError, load_json
 
 __all__ = ["RPCGroundTruth", "is_box", "short_repr"]
@@ -162,23 +163,18 @@ class RPCGroundTruth:
         """Build from detectron2 dataset records (contiguous ``category_id``, any ``bbox_mode``).
 
         Categories come from ``metadata.thing_classes``; their ids from the inverse of
-        ``metadata.thing_dataset_id_to_contiguous_id`` when present (else 1..K); supercategories
+        ``metadata.thing_dataset_id_to_contiguous_id`` when present (else the class index, as
+        :class:`~dpsnet.data.catalogue.Catalogue` has it); supercategories
         from ``metadata.thing_supercategory_ids`` and ``supercategory_names`` when present.
         Each record's optional ``level`` is kept.
         """
         from detectron2.structures import BoxMode
 
-        classes = list(metadata.thing_classes)
-        id_map = getattr(metadata, "thing_dataset_id_to_contiguous_id", None) or {
-            i + 1: i for i in range(len(classes))
-        }
-        contiguous_to_id = {v: k for k, v in id_map.items()}
+        catalogue = Catalogue.from_metadata(metadata)
+        classes = list(catalogue.names)
+        contiguous_to_id = dict(enumerate(catalogue.ids))
         order = sorted(range(len(classes)), key=lambda c: contiguous_to_id[c])
-        super_ids = getattr(metadata, "thing_supercategory_ids", None)
-        super_names = getattr(metadata, "supercategory_names", None)
-        supers = [
-            str(super_names[super_ids[c]]) if super_ids and super_names else "" for c in order
-        ]
+        supers = [catalogue.supercategories[c] for c in order]
         contiguous_to_row = np.empty(len(classes), np.int64)
         contiguous_to_row[order] = np.arange(len(classes))
         ann_image, ann_cat, boxes, modes, crowd = [], [], [], [], []

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from dpsnet.data.catalogue import Catalogue
 from dpsnet.recognition.crops import extract_crops
 
 __all__ = ["load_crops", "product_catalog", "split_products"]
@@ -16,15 +17,8 @@ __all__ = ["load_crops", "product_catalog", "split_products"]
 
 def product_catalog(dataset_name: str) -> tuple[dict[int, int], dict[int, str]]:
     """Contiguous class id -> product id, and product id -> name, from a dataset's metadata."""
-    meta = MetadataCatalog.get(dataset_name)
-    classes = list(meta.get("thing_classes", []))
-    mapping = meta.get("thing_dataset_id_to_contiguous_id", None)
-    if mapping:
-        to_product = {int(c): int(d) for d, c in mapping.items()}
-    else:
-        to_product = {i: i for i in range(len(classes))}
-    names = {to_product[i]: name for i, name in enumerate(classes) if i in to_product}
-    return to_product, names
+    catalogue = Catalogue.from_metadata(MetadataCatalog.get(dataset_name))
+    return dict(enumerate(catalogue.ids)), dict(zip(catalogue.ids, catalogue.names))
 
 
 def load_crops(
