@@ -7,6 +7,7 @@ checkpoint, and training stops; ``--resume`` continues from there. A second Ctrl
 """
 
 import logging
+import os
 import signal
 
 from detectron2.engine import HookBase
@@ -30,14 +31,18 @@ class GracefulInterrupt(HookBase):
     def __init__(self):
         self.requested = False
         self._previous = None
+        self._pid = os.getpid()
 
     def _handle(self, signum, frame):
+        if os.getpid() != self._pid:  # a forked data-loader worker: the trainer decides
+            return
         if self.requested:  # the second Ctrl-C: stop now
             raise KeyboardInterrupt("stopped at once, before saving a checkpoint")
         self.requested = True
         logger.warning("Ctrl-C: stopping after this iteration (Ctrl-C again to stop now)")
 
     def before_train(self):
+        self._pid = os.getpid()
         try:
             self._previous = signal.signal(signal.SIGINT, self._handle)
         except ValueError:  # not the main thread: leave Ctrl-C as it is
