@@ -17,13 +17,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+from dpsnet.engine.cli import ArgumentParser, int_at_least, run
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config-file", default="", help="config of every run")
-    p.add_argument("--seeds", type=int, nargs="+", required=True, help="seeds to run")
+    p.add_argument("--seeds", type=int_at_least(0), nargs="+", required=True, help="seeds to run")
     p.add_argument("--output", required=True, help="folder of the seeds' runs and the report")
     p.add_argument("--mode", default="count_guided_off", help="inference mode to compare")
     p.add_argument("--aggregate-only", action="store_true", help="only aggregate finished runs")
@@ -68,4 +70,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, resume_hint="rerun the same command: each seed resumes where it stopped"))

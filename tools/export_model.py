@@ -29,12 +29,13 @@ import numpy as np
 from detectron2.utils.logger import setup_logger
 
 from dpsnet.engine import ConfigError
+from dpsnet.engine.cli import ArgumentParser, int_at_least, run
 from dpsnet.engine.export import check_export, export_model, load_eager, preprocess
 from dpsnet.utils.io import IMAGE_EXTENSIONS, BadInputError, atomic_write_json
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--weights", required=True, help="a checkpoint dpsnet saved (.pth)")
@@ -42,8 +43,12 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="the exported file")
     parser.add_argument("--config-file", help="overrides the config saved in --weights")
     parser.add_argument("--input", help="folder of sample images for the check")
-    parser.add_argument("--num-images", type=int, default=8, help="sample images checked")
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads while timing")
+    parser.add_argument(
+        "--num-images", type=int_at_least(1), default=8, help="sample images checked"
+    )
+    parser.add_argument(
+        "--threads", type=int_at_least(1), default=1, help="CPU threads while timing"
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides: KEY VALUE ...")
     return parser
 
@@ -119,4 +124,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

@@ -32,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+from dpsnet.engine.cli import ArgumentParser, int_at_least, run
 from dpsnet.engine.pipeline import (
     DEMO_STAGES,
     PipelineSpec,
@@ -77,13 +78,17 @@ QUICK_OPTS = [
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--output", default="output/demo", help="folder for every stage's output")
     parser.add_argument("--config-file", default=str(CONFIG), help="model + distillation config")
-    parser.add_argument("--workers", type=int, default=2, help="processes for data stages")
-    parser.add_argument("--synth-images", type=int, default=None, help="synthesized scenes")
+    parser.add_argument(
+        "--workers", type=int_at_least(1), default=2, help="processes for data stages"
+    )
+    parser.add_argument(
+        "--synth-images", type=int_at_least(1), default=None, help="synthesized scenes"
+    )
     parser.add_argument(
         "--quick", action="store_true", help="tiny world and schedule (a smoke run)"
     )
@@ -145,4 +150,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, resume_hint="rerun the same command: finished stages are kept"))

@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 from dpsnet.engine import ConfigError, load_config
+from dpsnet.engine.cli import ArgumentParser, int_at_least, run
 from dpsnet.engine.pipeline import (
     PIPELINE_STAGES,
     PROFILES,
@@ -51,7 +52,7 @@ CONFIG = REPO / "configs" / "MiniWorld" / "demo.yaml"
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
     parser.add_argument("--exemplars", required=True, help="registered dataset or COCO/RPC JSON")
@@ -62,7 +63,9 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output", required=True, help="folder for every stage's output")
     parser.add_argument("--profile", choices=sorted(PROFILES), default="demo", help="budget")
     parser.add_argument("--config-file", default=str(CONFIG), help="model + distillation config")
-    parser.add_argument("--workers", type=int, default=2, help="processes for data stages")
+    parser.add_argument(
+        "--workers", type=int_at_least(1), default=2, help="processes for data stages"
+    )
     parser.add_argument(
         "--from-stage", choices=PIPELINE_STAGES, help="rerun this stage and the later ones"
     )
@@ -148,4 +151,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main, resume_hint="rerun the same command: finished stages are kept"))
