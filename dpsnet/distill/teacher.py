@@ -18,6 +18,7 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils import comm
 
 from dpsnet.distill.audit import box_iou_xywh
+from dpsnet.engine.checkpoint import checkpoint_fields
 
 logger = logging.getLogger(__name__)
 
@@ -158,6 +159,11 @@ class EMAHook(HookBase):
         if comm.is_main_process() and self.state:
             path = os.path.join(self.output_dir, "model_ema.pth")
             tmp = path + ".tmp"
-            torch.save({"model": {k: v.cpu() for k, v in self.state.items()}}, tmp)
+            state = {k: v.cpu() for k, v in self.state.items()}
+            ckpt = {"model": state}
+            cfg = getattr(self.trainer, "cfg", None)
+            if cfg is not None:  # as in every checkpoint dpsnet saves
+                ckpt["dpsnet"] = checkpoint_fields(cfg)
+            torch.save(ckpt, tmp)
             os.replace(tmp, path)
             logger.info("Saved the EMA of the student's weights to %s", path)

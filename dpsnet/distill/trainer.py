@@ -23,6 +23,7 @@ from torch.utils.data.sampler import Sampler
 from dpsnet.distill.ignore import add_ignore_regions, enable_ignore_regions
 from dpsnet.distill.teacher import EMAHook
 from dpsnet.engine import Trainer, build_mapper
+from dpsnet.engine.checkpoint import checkpoint_fields
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +111,12 @@ class CurveCheckpointHook(HookBase):
         model = self.trainer.model
         state = getattr(model, "module", model).state_dict()
         path = os.path.join(self.output_dir, f"curve_{it:07d}.pth")
-        torch.save({"model": {k: v.detach().cpu() for k, v in state.items()}}, path + ".tmp")
+        state = {k: v.detach().cpu() for k, v in state.items()}
+        ckpt = {"model": state}
+        cfg = getattr(self.trainer, "cfg", None)
+        if cfg is not None:  # as in every checkpoint dpsnet saves
+            ckpt["dpsnet"] = checkpoint_fields(cfg)
+        torch.save(ckpt, path + ".tmp")
         os.replace(path + ".tmp", path)
 
 
