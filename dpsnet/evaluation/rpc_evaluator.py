@@ -116,11 +116,11 @@ class RPCEvaluator(DatasetEvaluator):
             pred = {"image_id": inp["image_id"]}
             if "instances" in out:
                 inst = out["instances"].to("cpu")
-                boxes = inst.pred_boxes.tensor.numpy()
-                pred["boxes"] = BoxMode.convert(boxes, BoxMode.XYXY_ABS, BoxMode.XYWH_ABS).astype(
-                    np.float64
-                )
-                pred["scores"] = inst.scores.numpy().astype(np.float64)
+                # float64 before numpy: under bfloat16 autocast (dpsnet.utils.precision) scores
+                # come out as bfloat16, which numpy has no type for.
+                boxes = inst.pred_boxes.tensor.to(torch.float64).numpy()
+                pred["boxes"] = BoxMode.convert(boxes, BoxMode.XYXY_ABS, BoxMode.XYWH_ABS)
+                pred["scores"] = inst.scores.to(torch.float64).numpy()
                 pred["classes"] = inst.pred_classes.numpy().astype(np.int64)
             if "counts" in out:
                 counts = out["counts"]

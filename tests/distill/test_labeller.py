@@ -230,3 +230,20 @@ def test_flip_teacher_merges_views():
     assert out["instances"].scores.tolist() == pytest.approx([0.45, 0.45])
     assert sorted(out["instances"].pred_boxes.tensor[:, 0].tolist()) == [0.0, 90.0]
     assert out["counts"].item() == pytest.approx(3.0)
+
+
+def test_evaluator_takes_bfloat16_outputs(mini_world, tmp_path):
+    """Under bfloat16 autocast (MODEL.PRECISION) scores come out as bfloat16."""
+    from dpsnet.evaluation import RPCEvaluator
+
+    name = mini_world.names["test"]
+    evaluator = RPCEvaluator(name, None, compute_map=False, search_threshold=False)
+    evaluator.reset()
+    for r in DatasetCatalog.get(name):
+        boxes = [[x, y, x + w, y + h] for x, y, w, h in (a["bbox"] for a in r["annotations"])]
+        inst = Instances((r["height"], r["width"]))
+        inst.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
+        inst.scores = torch.full((len(boxes),), 0.9, dtype=torch.bfloat16)
+        inst.pred_classes = torch.tensor([a["category_id"] for a in r["annotations"]])
+        evaluator.process([{"image_id": r["image_id"]}], [{"instances": inst}])
+    assert evaluator.evaluate()["rpc"]["cAcc"] == 100.0
