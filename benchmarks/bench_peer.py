@@ -258,8 +258,8 @@ def predict_dpsnet(config: str, weights: str, opts: list, split: dict, cat_ids) 
         inst = predictor(read_image(path))["instances"].to("cpu")
         results += to_coco_results(
             image_id,
-            inst.pred_boxes.tensor.numpy(),
-            inst.scores.numpy(),
+            inst.pred_boxes.tensor.float().numpy(),
+            inst.scores.float().numpy(),
             inst.pred_classes.numpy(),
             cat_ids,
         )
