@@ -41,7 +41,7 @@ from pycocotools import mask as mask_utils
 
 from dpsnet.data.mini_world import build_mini_world
 from dpsnet.engine import load_config
-from dpsnet.synthesis.items import index_from_full_masks
+from dpsnet.synthesis.items import mini_world_index
 from dpsnet.synthesis.rle import crop_to_rle
 from dpsnet.synthesis.writer import synthesize
 from dpsnet.utils.io import atomic_write_json
@@ -67,15 +67,7 @@ def make_index(world_root: Path, out: Path) -> Path:
     world = build_mini_world(
         world_root, 0, val_images=3, test_images=3, pool_images=3, d2s_val_images=3
     )
-    p = world.paths
-    index = index_from_full_masks(p["train_json"], p["train_images"], p["true_masks"], out)
-    bad = set(json.loads(Path(p["planted_bad_poses"]).read_text())["bad_image_ids"])
-    data = json.loads(index.read_text())
-    for it in data["items"]:
-        if it["image_id"] in bad:
-            it["kept"], it["drop_reason"] = False, "pose"
-    index.write_text(json.dumps(data))
-    return index
+    return mini_world_index(world, out)
 
 
 def cpu_seconds() -> float:

@@ -307,3 +307,26 @@ def index_from_full_masks(
         },
     )
     return path
+
+
+def mini_world_index(world, out_dir: str | os.PathLike) -> Path:
+    """A masks index of a mini world's exemplars (``dpsnet.data.mini_world.MiniWorld``) from their
+    true masks, its planted bad poses dropped as pose pruning would drop them: the composer's
+    input for tests and benchmarks, without the masks stage.
+
+    Returns:
+        path of the written ``index.json``.
+    """
+    from dpsnet.utils.io import atomic_write_json
+
+    paths = world.paths
+    index = index_from_full_masks(
+        paths["train_json"], paths["train_images"], paths["true_masks"], out_dir
+    )
+    bad = set(load_json(paths["planted_bad_poses"])["bad_image_ids"])
+    data = load_json(index)
+    for it in data["items"]:
+        if it["image_id"] in bad:
+            it["kept"], it["drop_reason"] = False, "pose"
+    atomic_write_json(index, data)
+    return index

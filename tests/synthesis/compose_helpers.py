@@ -1,12 +1,11 @@
-"""Inputs for the composer's tests: masks indexes made without the masks stage."""
+"""Inputs for the composer's tests: masks indexes made without the masks stage (the mini
+world's: ``dpsnet.synthesis.items.mini_world_index``)."""
 
 import json
 from pathlib import Path
 
 import cv2
 import numpy as np
-
-from dpsnet.synthesis.items import index_from_full_masks
 
 #: Small scenes: the composer's tests must stay cheap.
 SMALL = [
@@ -21,22 +20,6 @@ SMALL = [
     "SYNTHESIS.COMPOSE.NUM_GENERATED_BACKGROUNDS",
     "2",
 ]
-
-
-def mini_world_index(world, out_dir: Path) -> Path:
-    """A masks index of the mini world's exemplars from their true masks; the planted bad
-    poses are marked dropped (as pose pruning would)."""
-    paths = world.paths
-    index = index_from_full_masks(
-        paths["train_json"], paths["train_images"], paths["true_masks"], out_dir
-    )
-    bad = set(json.loads(Path(paths["planted_bad_poses"]).read_text())["bad_image_ids"])
-    data = json.loads(index.read_text())
-    for it in data["items"]:
-        if it["image_id"] in bad:
-            it["kept"], it["drop_reason"] = False, "pose"
-    index.write_text(json.dumps(data))
-    return index
 
 
 def flat_colour_index(out_dir: Path, num_categories: int = 8, size: int = 96) -> tuple:

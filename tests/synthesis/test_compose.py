@@ -5,12 +5,12 @@ import logging
 import cv2
 import numpy as np
 import pytest
-from compose_helpers import flat_colour_index, mini_world_index
+from compose_helpers import flat_colour_index
 from pycocotools import mask as mask_utils
 
 from dpsnet.data.datasets.checkout import CLUTTER_LEVELS
 from dpsnet.synthesis.compose import ComposeParams, SceneComposer
-from dpsnet.synthesis.items import check_items, load_index
+from dpsnet.synthesis.items import check_items, load_index, mini_world_index
 from dpsnet.synthesis.rle import crop_to_rle
 
 PLAIN = dict(shadow=False, photometric=(), noise_std=0.0, num_generated_backgrounds=2)

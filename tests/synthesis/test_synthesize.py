@@ -5,12 +5,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from compose_helpers import SMALL, mini_world_index
+from compose_helpers import SMALL
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from dpsnet.data.datasets import unregister_dataset
 from dpsnet.engine import load_config
 from dpsnet.synthesis.dataset import merge_shards
+from dpsnet.synthesis.items import mini_world_index
 from dpsnet.synthesis.writer import synthesize
 from dpsnet.utils.io import BadInputError
 
