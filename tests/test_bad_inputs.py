@@ -506,3 +506,22 @@ def test_product_without_exemplars_fails_unless_allowed(tmp_path, capsys, caplog
     assert any("PRODUCT MISSING: category 2 (flat_2)" in r.getMessage() for r in caplog.records)
     assert tool["main"]([*argv, "--allow-missing-products", *helpers["SMALL"]]) == 0
     assert (tmp_path / "s" / "instances_synth.json").is_file()
+
+
+def test_receipt_of_a_bfloat16_model():
+    """The demo on a CPU where bfloat16 measured faster (MODEL.PRECISION auto) gave a
+    traceback: numpy has no bfloat16."""
+    from detectron2.data.catalog import Metadata
+    from detectron2.structures import Boxes, Instances
+
+    from dpsnet.checkout import ProductCatalog, make_receipt
+
+    meta = Metadata(thing_classes=["cola", "chips"], thing_dataset_id_to_contiguous_id={3: 0, 7: 1})
+    catalog = ProductCatalog.from_metadata(meta, 2, source="fake")
+    inst = Instances((60, 80))
+    inst.pred_boxes = Boxes(torch.tensor([[1.0, 2.0, 11.0, 22.0]], dtype=torch.bfloat16))
+    inst.scores = torch.tensor([0.75], dtype=torch.bfloat16)
+    inst.pred_classes = torch.tensor([1])
+    receipt = make_receipt({"instances": inst}, catalog, 0.5, "a.jpg", 60, 80)
+    assert receipt["total"] == 1 and receipt["detections"][0]["product_id"] == 7
+    assert receipt["detections"][0]["score"] == 0.75

@@ -61,8 +61,9 @@ def make_receipt(
     boxes, scores, classes = np.zeros((0, 4)), np.zeros(0), np.zeros(0, np.int64)
     if "instances" in outputs:
         inst = outputs["instances"].to("cpu")
-        boxes = inst.pred_boxes.tensor.numpy().astype(np.float64)
-        scores = inst.scores.numpy().astype(np.float64)
+        # float64 first: a bfloat16 model (CPU precision "auto") has no numpy dtype.
+        boxes = inst.pred_boxes.tensor.to(torch.float64).numpy()
+        scores = inst.scores.to(torch.float64).numpy()
         classes = inst.pred_classes.numpy().astype(np.int64)
     keep = scores >= threshold
     boxes, scores, classes = boxes[keep], scores[keep], classes[keep]
