@@ -31,7 +31,7 @@ from detectron2.utils.logger import setup_logger
 from dpsnet.engine import ConfigError
 from dpsnet.engine.cli import ArgumentParser, int_at_least, run
 from dpsnet.engine.export import check_export, export_model, load_eager, preprocess
-from dpsnet.utils.io import IMAGE_EXTENSIONS, BadInputError, atomic_write_json
+from dpsnet.utils.io import IMAGE_EXTENSIONS, BadInputError, atomic_write_json, try_read_image
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -67,7 +67,7 @@ def sample_images(folder: str | None, n: int) -> list[np.ndarray]:
     files = sorted(
         p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
     )
-    images = [im for im in (cv2.imread(str(p)) for p in files[:n]) if im is not None]
+    images = [im for im in (try_read_image(p) for p in files[:n]) if im is not None]
     if not images:
         raise BadInputError(f"--input: no readable image in {folder}")
     return images

@@ -7,6 +7,7 @@ is written to ``OUT/categories.json``, which fixes the class order of every data
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -14,7 +15,13 @@ from pathlib import Path
 from dpsnet.data.catalogue import Catalogue
 from dpsnet.engine.pipeline import Source, digest, file_key
 from dpsnet.engine.setup import ConfigError
-from dpsnet.utils.io import IMAGE_EXTENSIONS, atomic_write_json, load_json
+from dpsnet.utils.io import (
+    IMAGE_EXTENSIONS,
+    BadInputError,
+    atomic_write_json,
+    image_size,
+    load_json,
+)
 
 __all__ = [
     "exemplar_catalogue",
@@ -79,18 +86,16 @@ def folder_source(folder: str, out: Path, categories_json: Path) -> Source:
     Raises:
         ConfigError: the folder holds no image.
     """
-    from PIL import Image
-
     root = Path(folder).resolve()
     files = sorted(
         p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
     )
     images = []
     for i, path in enumerate(files):
-        try:
-            with Image.open(path) as im:
-                width, height = im.size
-        except OSError:
+        try:  # the header only, size-checked (INPUT.MAX_IMAGE_PIXELS): a hostile file is left out
+            width, height = image_size(path)
+        except BadInputError as e:
+            logging.getLogger(__name__).warning("pool image skipped: %s", e)
             continue  # unreadable: left out of the pool (the labeller could not read it either)
         rel = path.relative_to(root).as_posix()
         images.append({"id": i + 1, "file_name": rel, "width": width, "height": height})
