@@ -34,6 +34,7 @@ from dpsnet.checkout import (
 from dpsnet.engine import ConfigError, check_weights, load_config, resolve_device
 from dpsnet.engine.checkpoint import chosen_threshold, config_from_checkpoint
 from dpsnet.engine.cli import ArgumentParser, run, unit_float
+from dpsnet.engine.setup import check_datasets
 from dpsnet.engine.trainer import cpu_settings_for
 from dpsnet.utils.io import IMAGE_EXTENSIONS, BadInputError, load_json
 from dpsnet.utils.precision import apply_cpu_settings
@@ -89,6 +90,7 @@ def main(argv=None) -> int:
         if args.trust_pickle:
             cfg.MODEL.TRUST_PICKLE = True
         check_weights(cfg)
+        check_datasets(cfg, ("TEST",), classes=False, names_only=True)  # the product names
         if args.metrics_json:
             load_json(args.metrics_json)  # fail before the model runs, not after
     except (ConfigError, BadInputError) as e:

@@ -401,6 +401,13 @@ def test_demo_bad_weights_and_empty_folder(case, corrupt_weights, tmp_path, caps
     assert demo["main"](argv) == 2
     line = _one_line_error(capsys.readouterr().err)
     assert f"no images in {tmp_path / 'empty'}; supported: .jpg" in line
+    # Product names from a dataset not built yet: what to run, not a traceback.
+    from dpsnet.data.datasets import register_mini_world
+
+    unbuilt = register_mini_world(tmp_path / "not_built", prefix="unbuilt_demo")["test"]
+    assert _demo(case, tmp_path / "o3", "DATASETS.TEST", f"('{unbuilt}',)") == 2
+    line = _one_line_error(capsys.readouterr().err)
+    assert "is not built" in line and "make_mini_world.py" in line
 
 
 def test_ctrl_c_is_one_line_and_exit_130(capsys):

@@ -130,7 +130,12 @@ def check_weights(cfg: CfgNode) -> None:
 
 
 def check_datasets(
-    cfg: CfgNode, keys: tuple[str, ...] = ("TRAIN", "TEST"), extra: dict | None = None
+    cfg: CfgNode,
+    keys: tuple[str, ...] = ("TRAIN", "TEST"),
+    extra: dict | None = None,
+    *,
+    classes: bool = True,
+    names_only: bool = False,
 ) -> None:
     """Every dataset the config names is registered and its files exist; the classes fit.
 
@@ -141,6 +146,9 @@ def check_datasets(
         cfg: the config.
         keys: the ``DATASETS`` lists to check.
         extra: more datasets to check, config key -> name (e.g. ``DISTILL.POOL_DATASET``).
+        classes: also check that the model has a class for each category of DATASETS.TRAIN.
+        names_only: a name with metadata but no records (a checkpoint's catalogue) is fine:
+            the caller reads only product names (the demo).
 
     Raises:
         ConfigError: one line naming the key, the dataset and what to do.
@@ -148,19 +156,25 @@ def check_datasets(
     named = [(f"DATASETS.{k}", n) for k in keys for n in cfg.DATASETS.get(k, ())]
     named += [(k, n) for k, n in (extra or {}).items() if n]
     for key, name in named:
-        check_dataset(name, key)
-    _check_class_count(cfg)
+        check_dataset(name, key, names_only=names_only)
+    if classes:
+        _check_class_count(cfg)
 
 
-def check_dataset(name: str, key: str = "dataset") -> None:
+def check_dataset(name: str, key: str = "dataset", *, names_only: bool = False) -> None:
     """One dataset name is registered and, where registration recorded files, they exist.
+
+    ``names_only`` accepts a name that has class metadata but no records.
 
     Raises:
         ConfigError: one line naming ``key``, the dataset and what to do.
     """
     from detectron2.data import DatasetCatalog, MetadataCatalog
 
-    if name not in DatasetCatalog.list():
+    registered = name in DatasetCatalog.list()
+    if not registered and names_only and name in MetadataCatalog.list():
+        registered = MetadataCatalog.get(name).get("thing_classes", None) is not None
+    if not registered:
         ours = sorted(n for n in DatasetCatalog.list() if n.startswith(_OUR_PREFIXES))
         hint = ", ".join(ours[:8]) + (f", ... ({len(ours)} in all)" if len(ours) > 8 else "")
         raise ConfigError(
