@@ -34,8 +34,8 @@ import torch
 from detectron2.utils.events import EventStorage
 
 from dpsnet.engine import Trainer, load_config
-from dpsnet.utils.precision import cpu_flags, resolve_cpu_settings
 from dpsnet.utils.io import atomic_write_json
+from dpsnet.utils.precision import cpu_flags, resolve_cpu_settings
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "configs" / "MiniWorld" / "demo.yaml"

@@ -360,9 +360,33 @@ def _autocast_forward(forward):
     @functools.wraps(forward)
     def wrapped(*args, **kwargs):
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            return forward(*args, **kwargs)
+            out = forward(*args, **kwargs)
+        return to_float32(out)
 
     return wrapped
+
+
+def to_float32(obj):
+    """``obj`` with every bfloat16 tensor in it (dicts, lists, Instances, Boxes) as float32.
+
+    A model's outputs leave the autocast region in float32, so that every consumer (evaluators,
+    receipts, pseudo-labels: numpy has no bfloat16) reads them as it would without autocast.
+    """
+    if isinstance(obj, torch.Tensor):
+        return obj.float() if obj.dtype == torch.bfloat16 else obj
+    if isinstance(obj, dict):
+        return {k: to_float32(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_float32(v) for v in obj)
+    fields = getattr(obj, "get_fields", None)  # detectron2 Instances
+    if callable(fields):
+        for name, value in list(fields().items()):
+            obj.set(name, to_float32(value))
+        return obj
+    tensor = getattr(obj, "tensor", None)  # detectron2 Boxes and the like
+    if isinstance(tensor, torch.Tensor) and tensor.dtype == torch.bfloat16:
+        obj.tensor = tensor.float()
+    return obj
 
 
 def autocast_context(settings: CpuSettings | None, device: str = "cpu"):

@@ -115,6 +115,9 @@ def test_switches_keep_shapes_and_values(cfg, make_input, precision, channels_la
     for k in a:
         assert a[k].shape == b[k].shape
         assert b[k].float().is_contiguous(memory_format=torch.channels_last) == channels_last
+    inst = out_b["instances"]
+    assert inst.scores.dtype == torch.float32 and inst.pred_boxes.tensor.dtype == torch.float32
+    inst.scores.numpy()  # consumers convert outputs to numpy: no bfloat16 may leave the model
     tol = 0.08 if precision == "bfloat16" else 1e-4
     for k in ("density", "counts"):
         assert out_a[k].shape == out_b[k].shape and out_b[k].dtype == torch.float32
