@@ -203,14 +203,20 @@ def noise_field(size: int, rng) -> np.ndarray:
 
 
 def _vary(bg: np.ndarray, rng) -> np.ndarray:
-    """A cheap new background from a bank entry: flips and a transpose (a writable copy)."""
+    """A cheap new background from a bank entry: flips and a transpose (always a copy).
+
+    Items are drawn into the returned canvas in place, so it must never be the bank entry
+    itself: ``np.ascontiguousarray`` returns its input unchanged when no flip applied (1 draw in
+    8), and the items of that image then stayed in the bank as unannotated ghosts in every
+    later image drawn on that tray by the same worker.
+    """
     if rng.random() < 0.5:
         bg = bg[::-1]
     if rng.random() < 0.5:
         bg = bg[:, ::-1]
     if rng.random() < 0.5:
         bg = bg.transpose(1, 0, 2)
-    return np.ascontiguousarray(bg)
+    return np.array(bg, order="C", copy=True)
 
 
 def render_checkout(
