@@ -143,12 +143,19 @@ class DensityCountingHead(nn.Module):
             "count_loss_weight": head.COUNT_LOSS_WEIGHT,
         }
 
-    def forward(self, features: dict[str, torch.Tensor], targets: torch.Tensor | None = None):
+    def forward(
+        self,
+        features: dict[str, torch.Tensor],
+        targets: torch.Tensor | None = None,
+        weights: torch.Tensor | None = None,
+    ):
         """Predict density maps; in training, also their losses.
 
         Args:
             features: backbone outputs; reads ``features[in_feature]`` (B, in_channels, h, w).
             targets: (B, C, h, w) ground-truth density maps (training only).
+            weights: optional (B,) per-image loss weights (training only): 0 for an image whose
+                map is not known in full (pseudo-labels with ignore regions), else 1.
 
         Returns:
             (B, C, h, w) non-negative density maps, and a dict of losses (empty in inference).
@@ -160,22 +167,30 @@ class DensityCountingHead(nn.Module):
         density = density.float()
         if not self.training:
             return density, {}
-        return density, self.losses(density, targets)
+        return density, self.losses(density, targets, weights)
 
-    def losses(self, density: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Smooth L1 between maps (mean over pixels), plus the optional count loss."""
+    def losses(
+        self, density: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Smooth L1 between maps (mean over pixels), plus the optional count loss.
+
+        With ``weights``, each image's losses count by its weight (a weighted mean over images;
+        all-ones weights give the unweighted losses, all-zero weights zero losses).
+        """
         if targets is None or targets.shape != density.shape:
             raise ValueError(
                 f"density targets {None if targets is None else tuple(targets.shape)} do not match "
                 f"the predicted maps {tuple(density.shape)}"
             )
-        losses = {
-            "loss_density": F.smooth_l1_loss(
-                density, targets, beta=self.smooth_l1_beta, reduction="mean"
-            )
-        }
+        if weights is None:
+            weights = density.new_ones(density.shape[0])
+        weights = weights.to(density)
+        norm = weights.sum().clamp(min=1.0)
+        per_image = F.smooth_l1_loss(density, targets, beta=self.smooth_l1_beta, reduction="none")
+        losses = {"loss_density": (per_image.mean(dim=(1, 2, 3)) * weights).sum() / norm}
         if self.count_loss_weight > 0:
             pred = density.sum(dim=(2, 3)) / self.mass
             gt = targets.sum(dim=(2, 3)) / self.mass
-            losses["loss_count"] = self.count_loss_weight * F.l1_loss(pred, gt)
+            count = F.l1_loss(pred, gt, reduction="none").mean(dim=1)
+            losses["loss_count"] = self.count_loss_weight * (count * weights).sum() / norm
         return losses

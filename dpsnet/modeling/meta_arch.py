@@ -112,7 +112,13 @@ class DPSNet(GeneralizedRCNN):
             self.visualize_training(batched_inputs, proposals)
 
         targets = self._density_targets(batched_inputs, features[self.counting_head.in_feature])
-        _, density_losses = self.counting_head(features, targets)
+        # An image with ignore regions (pseudo-labels whose uncertain objects are neither kept
+        # nor painted out) has objects its density target does not show: no counting loss.
+        weights = torch.tensor(
+            [0.0 if len(x.get("ignore_boxes", ())) else 1.0 for x in batched_inputs],
+            device=targets.device,
+        )
+        _, density_losses = self.counting_head(features, targets, weights)
         losses = {k: v * self.density_loss_weight for k, v in density_losses.items()}
         losses.update(detector_losses)
         losses.update(proposal_losses)
@@ -127,7 +133,11 @@ class DPSNet(GeneralizedRCNN):
             )
         maps = [x["density"] for x in batched_inputs]
         h, w = feature.shape[-2:]
-        out = feature.new_zeros((len(maps), maps[0].shape[0], h, w))
+        # float32 whatever the features' dtype (bfloat16 under CPU autocast): a target's sum is
+        # a count
+        out = torch.zeros(
+            (len(maps), maps[0].shape[0], h, w), dtype=torch.float32, device=feature.device
+        )
         for i, m in enumerate(maps):
             if m.shape[0] != out.shape[1] or m.shape[1] > h or m.shape[2] > w:
                 raise ValueError(

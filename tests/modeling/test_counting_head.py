@@ -107,3 +107,37 @@ def test_unknown_output_activation_is_refused():
         DensityCountingHead(
             in_feature="count", in_channels=8, num_channels=1, output_activation="tanh"
         )
+
+
+def test_per_image_weights_leave_out_images_whose_map_is_incomplete():
+    head = DensityCountingHead(
+        in_feature="count", in_channels=16, num_channels=1, output_norm="", count_loss_weight=0.5
+    ).train()
+    features = {"count": torch.randn(2, 16, 6, 5)}
+    density, _ = head(features, torch.zeros(2, 1, 6, 5))
+    target = density.detach().clone()
+    target[1, 0, 3, 3] += 300.0  # image 1 has three objects its map does not show
+    _, full = head(features, target)
+    _, ones = head(features, target, torch.ones(2))
+    _, left_out = head(features, target, torch.tensor([1.0, 0.0]))
+    _, none = head(features, target, torch.zeros(2))
+    assert full["loss_count"].item() > 0
+    for k in full:
+        assert ones[k].item() == pytest.approx(full[k].item())
+        assert left_out[k].item() == pytest.approx(0.0, abs=1e-6)
+        assert none[k].item() == 0.0
+    none["loss_density"].backward()  # still part of the graph
+
+
+def test_ignore_regions_switch_off_the_counting_loss_of_that_image(cfg, make_input):
+    from detectron2.modeling import build_model
+    from detectron2.utils.events import EventStorage
+
+    model = build_model(cfg)
+    x = make_input(96, 128, [[10, 10, 50, 60]], [1])
+    with EventStorage(0):
+        plain = model([x])
+        x["ignore_boxes"] = torch.tensor([[60.0, 20.0, 110.0, 80.0]])
+        ignored = model([x])
+    assert plain["loss_density"].item() > 0
+    assert ignored["loss_density"].item() == 0.0
