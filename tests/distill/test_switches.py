@@ -302,3 +302,17 @@ def test_threshold_holdout_of_the_scenes():
                 DatasetCatalog.remove(n)
             if n in MetadataCatalog.list():
                 MetadataCatalog.remove(n)
+
+
+def test_image_level_sample_keeps_near_misses_as_ignore_regions_in_ignore_mode():
+    # Two confident detections agree with the total count of 2; one more just below threshold.
+    counts = [2.0, 1.0, 1.0, 0.0]
+    scores, classes = [0.9, 0.85, 0.6, 0.1], [0, 1, 2, 2]
+    ignore = _select(
+        scores, classes, counts, TOTAL_CAT, accept_rule="total", uncertain_mode="ignore"
+    )
+    paint = _select(scores, classes, counts, TOTAL_CAT, accept_rule="total", uncertain_mode="paint")
+    assert ignore.kind == paint.kind == IMAGE_LEVEL
+    assert ignore.keep.tolist() == paint.keep.tolist() == [0, 1]
+    assert ignore.ignore.tolist() == [2]  # not background: maybe an object the others missed
+    assert paint.ignore.tolist() == []  # painting a whole accepted image is not done
