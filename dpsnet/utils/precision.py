@@ -194,7 +194,9 @@ def _cache_file() -> Path:
 
 
 def _cache_key(threads: int, flags: set[str]) -> str:
-    text = "|".join([_cpu_model(), " ".join(sorted(flags)), torch.__version__, str(threads)])
+    text = "|".join(
+        [_cpu_model(), " ".join(sorted(flags)), torch.__version__, str(threads), str(_PROBE_SHAPE)]
+    )
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
