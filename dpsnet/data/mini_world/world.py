@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 #: Bumped whenever the generator's output changes, so a stale world on disk gets rebuilt.
-GENERATOR_VERSION = 2
+GENERATOR_VERSION = 3  # 3: checkout images without ghost items (render._vary copies)
 
 #: Default sizes (a CPU demo): keyword arguments of ``build_mini_world``.
 DEFAULT_SIZES = dict(
