@@ -3,6 +3,7 @@
 
     python tools/run_demo.py                       # the full demo (output/demo)
     python tools/run_demo.py --quick --output output/demo_quick   # a tiny smoke run (~minutes)
+    python tools/run_demo.py --profile long        # learning curve (output/demo_long, < 150 min)
     python tools/run_demo.py --from-stage distill  # redo a stage and everything after it
 
 Stages, each one of dpsnet's tools run as its own process (their progress bars show as they go):
@@ -35,6 +36,7 @@ from pathlib import Path
 from dpsnet.engine.cli import ArgumentParser, int_at_least, run
 from dpsnet.engine.pipeline import (
     DEMO_STAGES,
+    PROFILES,
     PipelineSpec,
     Source,
     StageRunner,
@@ -81,7 +83,16 @@ def get_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(
         description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--output", default="output/demo", help="folder for every stage's output")
+    parser.add_argument(
+        "--output", default=None, help="folder for every stage's output (output/demo[_long])"
+    )
+    parser.add_argument(
+        "--profile",
+        choices=("demo", "long"),
+        default="demo",
+        help="demo: the config's budget; long: a learning curve (control and distillation "
+        "evaluated every 1000 iterations)",
+    )
     parser.add_argument("--config-file", default=str(CONFIG), help="model + distillation config")
     parser.add_argument(
         "--workers", type=int_at_least(1), default=2, help="processes for data stages"
@@ -103,7 +114,12 @@ def get_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    out = Path(args.output).resolve()
+    if args.quick and args.profile != "demo":
+        print("error: --quick and --profile long exclude each other", file=sys.stderr)
+        return 2
+    profile = PROFILES[args.profile]
+    default_out = "output/demo" if args.profile == "demo" else f"output/demo_{args.profile}"
+    out = Path(args.output or default_out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     py = sys.executable
     env = stage_env()
@@ -132,8 +148,8 @@ def main(argv=None) -> int:
         pool=Source("mini_rpc_pool"),
         eval=Source("mini_rpc_test"),
         report_input=world / "test2019",
-        opts=(QUICK_OPTS if args.quick else []) + args.opts,
-        synth_images=args.synth_images or (40 if args.quick else None),
+        opts=(QUICK_OPTS if args.quick else list(profile["opts"])) + args.opts,
+        synth_images=args.synth_images or (40 if args.quick else profile["synth_images"]),
         workers=args.workers,
         masks_args=[
             "--truth-dir", str(world / "train2019_true_masks"),
