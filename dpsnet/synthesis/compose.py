@@ -54,7 +54,7 @@ def _pair(v, key: str, lo=None) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class ComposeParams:
-    """Scene parameters (``cfg.SYNTHESIS.COMPOSE``; see dpsnet/config.py for each key)."""
+    """Scene parameters (``cfg.SYNTHESIS.COMPOSE``; see dpsnet/config/synthesis.py for each key)."""
 
     image_size: tuple[int, int] = (800, 800)
     level_mix: tuple[float, ...] = (1.0, 1.0, 1.0)

@@ -257,7 +257,7 @@ def synthesize(
     """Synthesize ``cfg.SYNTHESIS.COMPOSE.NUM_IMAGES`` scenes (or one shard of them).
 
     Args:
-        cfg: config with ``SYNTHESIS.*`` (see ``dpsnet/config.py``).
+        cfg: config with ``SYNTHESIS.*`` (see ``dpsnet/config/synthesis.py``).
         shard, num_shards: make only the scenes ``i % num_shards == shard``; the pieces are
             merged by ``merge_shards`` (called here once every shard's file is in the folder).
         workers: processes (the output does not depend on it).
