@@ -36,13 +36,7 @@ LAYERS = (
 )
 
 # Known back-edges, each to be removed by the owner of its file: (importer, imported) modules.
-ALLOWED = frozenset(
-    {
-        # dpsnet/distill/plots.py takes LEVELS from distill/report.py, which imports plots lazily:
-        # the levels belong below both (CLUTTER_LEVELS in dpsnet/data/datasets/checkout.py).
-        ("dpsnet.distill.plots", "dpsnet.distill.report"),
-    }
-)
+ALLOWED: frozenset[tuple[str, str]] = frozenset()
 
 
 def _module_name(path: Path) -> str:

@@ -14,28 +14,14 @@ from collections import Counter, defaultdict
 
 import numpy as np
 
+from dpsnet.evaluation.rpc_analysis import box_iou_xywh
 from dpsnet.utils.io import BadInputError, load_json
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["audit_pseudo_labels", "audit_pseudo_label_files", "box_iou_xywh"]
 
-
-def box_iou_xywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix between [N, 4] and [M, 4] XYWH boxes -> [N, M]."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    ax1, ay1 = a[:, 0] + a[:, 2], a[:, 1] + a[:, 3]
-    bx1, by1 = b[:, 0] + b[:, 2], b[:, 1] + b[:, 3]
-    iw = np.clip(
-        np.minimum(ax1[:, None], bx1[None]) - np.maximum(a[:, None, 0], b[None, :, 0]), 0, None
-    )
-    ih = np.clip(
-        np.minimum(ay1[:, None], by1[None]) - np.maximum(a[:, None, 1], b[None, :, 1]), 0, None
-    )
-    inter = iw * ih
-    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None] - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+# (box_iou_xywh is the evaluation's, re-exported for the audit's callers)
 
 
 def _match(pseudo: list[dict], gt: list[dict], iou_threshold: float) -> tuple[int, np.ndarray]:
