@@ -69,8 +69,31 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def busy_cores() -> int:
-    """Cores other processes keep busy now: the 1-minute load average, rounded (0 if unknown)."""
+def _cpu_times() -> tuple[int, int] | None:
+    """(busy, total) jiffies of all cores from /proc/stat, or None where it cannot be read."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+def busy_cores(window: float = 0.3) -> int:
+    """Cores other processes keep busy now (this process sleeps while it looks).
+
+    Measured over ``window`` seconds from /proc/stat; the 1-minute load average lags by a
+    minute, so it counted the previous stage of the same pipeline as another job. Falls back to
+    the load average where /proc/stat cannot be read (0 if neither can).
+    """
+    first = _cpu_times()
+    if first is not None:
+        time.sleep(window)
+        second = _cpu_times()
+        if second is not None and second[1] > first[1]:
+            share = (second[0] - first[0]) / (second[1] - first[1])
+            return int(round(share * (os.cpu_count() or 1)))
     try:
         return int(round(os.getloadavg()[0]))
     except (AttributeError, OSError):

@@ -7,6 +7,7 @@ import torch
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
 
+from dpsnet.utils import cpu_probe
 from dpsnet.utils import precision as P
 
 AMX = {"avx2", "avx512f", "amx_bf16", "avx512_bf16"}
@@ -80,12 +81,12 @@ def test_explicit_and_bad_values():
 def test_threads_from_free_cores(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS")
     monkeypatch.setattr(P.os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3}, raising=False)
-    monkeypatch.setattr(P.os, "getloadavg", lambda: (0.2, 0.0, 0.0))
+    monkeypatch.setattr(cpu_probe, "busy_cores", lambda: 0)
     assert P.compute_threads(loader_workers=0) == 4
     assert P.compute_threads(loader_workers=1) == 3
     assert P.compute_threads(loader_workers=1, processes_per_machine=2) == 1
     assert P.compute_threads(loader_workers=8) == 1
-    monkeypatch.setattr(P.os, "getloadavg", lambda: (2.6, 0.0, 0.0))  # 3 cores kept busy
+    monkeypatch.setattr(cpu_probe, "busy_cores", lambda: 3)  # 3 cores kept busy
     assert P.compute_threads(loader_workers=0) == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert P.compute_threads(loader_workers=1) == 3  # an explicit setting wins
@@ -144,3 +145,14 @@ def test_bf16_training_step_gives_float32_losses_close_to_float32(cfg, make_inpu
     sum(lb.values()).backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     assert grads and all(g.dtype == torch.float32 for g in grads)
+
+
+def test_busy_cores_from_a_short_sample_of_proc_stat(monkeypatch):
+    samples = iter([(100, 1000), (100 + 150, 1000 + 200)])  # 75 % of all cores busy
+    monkeypatch.setattr(cpu_probe, "_cpu_times", lambda: next(samples))
+    monkeypatch.setattr(cpu_probe.time, "sleep", lambda _s: None)
+    monkeypatch.setattr(cpu_probe.os, "cpu_count", lambda: 4)
+    assert cpu_probe.busy_cores() == 3
+    monkeypatch.setattr(cpu_probe, "_cpu_times", lambda: None)  # no /proc/stat: load average
+    monkeypatch.setattr(cpu_probe.os, "getloadavg", lambda: (1.4, 0.0, 0.0))
+    assert cpu_probe.busy_cores() == 1
