@@ -34,7 +34,7 @@ from dpsnet.distill.pseudo_labels import (
     paint_regions,
     select_image,
 )
-from dpsnet.utils.io import atomic_write_image, atomic_write_json, read_image
+from dpsnet.utils.io import BadInputError, atomic_write_image, atomic_write_json, read_image
 
 logger = logging.getLogger(__name__)
 
@@ -196,9 +196,28 @@ def label_pool(
     Returns:
         On rank 0, one result per pool image, sorted by image id; None on other ranks.
     """
-    loader = build_detection_test_loader(dataset=records, mapper=mapper)
+    # A pool photo that cannot be read (oversized header, truncated, not an image) is a
+    # rejected image with its reason, not the end of the round.
+    results, readable = [], []
+    for record in records:
+        try:
+            read_image(record["file_name"])
+        except BadInputError as e:
+            logger.warning("pool image skipped: %s", e)
+            results.append(
+                {
+                    "pool_image_id": record["image_id"],
+                    "pool_file_name": record["file_name"],
+                    "kind": REJECTED,
+                    "reason": f"unreadable: {e}",
+                }
+            )
+            continue
+        readable.append(record)
+    if comm.get_rank() != 0:
+        results = []  # every rank checks every record; rank 0 reports the skipped ones
+    loader = build_detection_test_loader(dataset=readable, mapper=mapper)
     layout = None
-    results = []
     try:
         from tqdm import tqdm
     except ImportError:  # pragma: no cover
@@ -231,6 +250,7 @@ def summarize(results: list[dict]) -> dict:
     for r in results:
         boxes[r["kind"]] += len(r.get("annotations", []))
     n = max(len(results), 1)
+    counted = [r["predicted_count"] for r in results if "predicted_count" in r]
     return {
         "pool_images": len(results),
         "image_level_images": kinds[IMAGE_LEVEL],
@@ -244,9 +264,10 @@ def summarize(results: list[dict]) -> dict:
         "ignored_boxes": sum(len(r.get("ignore_boxes", [])) for r in results),
         "dropped_uncertain_images": sum(r.get("reason") == "uncertain" for r in results),
         "image_level_fraction": kinds[IMAGE_LEVEL] / n,
-        "mean_predicted_count": float(np.mean([r["predicted_count"] for r in results]))
-        if results
-        else 0.0,
+        "mean_predicted_count": float(np.mean(counted)) if counted else 0.0,
+        "unreadable_images": sum(
+            str(r.get("reason", "")).startswith("unreadable") for r in results
+        ),
     }
 
 

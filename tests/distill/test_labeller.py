@@ -247,3 +247,41 @@ def test_evaluator_takes_bfloat16_outputs(mini_world, tmp_path):
         inst.pred_classes = torch.tensor([a["category_id"] for a in r["annotations"]])
         evaluator.process([{"image_id": r["image_id"]}], [{"instances": inst}])
     assert evaluator.evaluate()["rpc"]["cAcc"] == 100.0
+
+
+def test_unreadable_pool_images_are_rejected_not_fatal(mini_world, tmp_path, monkeypatch):
+    import struct
+    import zlib
+
+    from dpsnet.distill import steps as steps_module
+    from dpsnet.distill.labeller import pool_records
+
+    names = mini_world.names
+    cfg = get_cfg()
+    add_dpsnet_config(cfg)
+    cfg.DATASETS.TRAIN = (names["train"],)
+    cfg.DISTILL.POOL_DATASET = names["pool"]
+    cfg.DISTILL.COUNT_LEVELS = ["total"]
+    cfg.OUTPUT_DIR = str(tmp_path)
+    cfg.freeze()
+    good = pool_records(names["pool"])[:2]
+    # A PNG whose header claims 60000 x 60000 pixels, and a truncated JPEG.
+    ihdr = struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    )
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(open(good[0]["file_name"], "rb").read()[:300])
+    bad = [
+        {**good[0], "image_id": 10**9 + 1, "file_name": str(bomb)},
+        {**good[0], "image_id": 10**9 + 2, "file_name": str(cut)},
+    ]
+    monkeypatch.setattr(steps_module, "pool_records", lambda _name: good + bad)
+    ids = [r["image_id"] for r in good + bad]
+    stats = ScriptedSteps(ids).label(cfg, "teacher.pth", 1, tmp_path / "pl.json")
+    assert stats["pool_images"] == 4
+    assert stats["unreadable_images"] == 2  # the two bad files, with their reasons
+    assert stats["rejected_images"] >= 2
+    assert stats["image_level_images"] == 1  # the good images were still labelled
