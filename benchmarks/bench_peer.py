@@ -244,7 +244,7 @@ def predict_dpsnet(config: str, weights: str, opts: list, split: dict, cat_ids) 
 
     import dpsnet  # noqa: F401  (shims detectron2, registers dpsnet's parts)
     from dpsnet.distill.evaluation import set_count_guided
-    from dpsnet.engine import load_config
+    from dpsnet.engine import load_config, load_external_parts
     from dpsnet.utils.io import read_image
 
     cfg = load_config(config or None, [*opts, "MODEL.WEIGHTS", weights, "MODEL.DEVICE", "cpu"])
@@ -253,6 +253,7 @@ def predict_dpsnet(config: str, weights: str, opts: list, split: dict, cat_ids) 
     cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.001  # the threshold is chosen afterwards on val
     cfg.freeze()
     predictor = DefaultPredictor(cfg)
+    load_external_parts(predictor.model, cfg)  # parts in their own files (open-set pipeline)
     results = []
     for image_id, path, _, _ in split["images"]:
         inst = predictor(read_image(path))["instances"].to("cpu")

@@ -35,7 +35,7 @@ from dpsnet.engine import ConfigError, check_weights, load_config, resolve_devic
 from dpsnet.engine.checkpoint import chosen_threshold, config_from_checkpoint
 from dpsnet.engine.cli import ArgumentParser, run, unit_float
 from dpsnet.engine.setup import check_datasets
-from dpsnet.engine.trainer import cpu_settings_for
+from dpsnet.engine.trainer import cpu_settings_for, load_external_parts
 from dpsnet.utils.io import IMAGE_EXTENSIONS, BadInputError, load_json
 from dpsnet.utils.precision import apply_cpu_settings
 
@@ -119,6 +119,7 @@ def main(argv=None) -> int:
         catalog.source = f"{args.weights} (its catalogue)"
     try:  # the open-set pipeline reads its parts' files (detector, recogniser, gallery) here
         predictor = DefaultPredictor(cfg)
+        load_external_parts(predictor.model, cfg)  # a model builds from its config alone
         settings = cpu_settings_for(cfg)  # precision/layout/threads measured here (None on CUDA)
         if settings is not None:
             apply_cpu_settings(predictor.model, settings)

@@ -277,7 +277,7 @@ class CountingLayout:
         Args:
             cfg: a config with dpsnet's keys.
             dataset_name: dataset whose metadata gives ``thing_supercategory_ids``; None:
-                ``DATASETS.TRAIN[0]`` (else ``DATASETS.TEST[0]``).
+                ``layout_dataset(cfg)``: ``DATASETS.TRAIN[0]`` (else ``DATASETS.TEST[0]``).
 
         Raises:
             ValueError: a "supercategory" level without that metadata, or a layout that
@@ -289,9 +289,9 @@ class CountingLayout:
         num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
         class_to_super = None
         if "supercategory" in levels:
-            if dataset_name is None:
-                names = list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST)
-                dataset_name = names[0] if names else None
+            from dpsnet.data.datasets.checkout import layout_dataset
+
+            dataset_name = layout_dataset(cfg) if dataset_name is None else dataset_name
             meta = MetadataCatalog.get(dataset_name) if dataset_name else None
             class_to_super = meta.get("thing_supercategory_ids", None) if meta else None
             if class_to_super is None:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from dpsnet.data.catalogue import LEVELS, CountingLayout
+from dpsnet.data.datasets.checkout import layout_dataset, require_categories_in_memory
 
 __all__ = ["LEVELS", "DensityLayout", "DensityTargetGenerator", "density_layout_from_config"]
 
@@ -27,8 +28,17 @@ __all__ = ["LEVELS", "DensityLayout", "DensityTargetGenerator", "density_layout_
 DensityLayout = CountingLayout
 
 
-def density_layout_from_config(cfg, dataset_name: str | None = None) -> CountingLayout:
-    """The layout of ``cfg.MODEL.COUNTING_HEAD.LEVELS`` (see :meth:`CountingLayout.from_config`)."""
+def density_layout_from_config(
+    cfg, dataset_name: str | None = None, *, in_memory: bool = False
+) -> CountingLayout:
+    """The layout of ``cfg.MODEL.COUNTING_HEAD.LEVELS`` (see :meth:`CountingLayout.from_config`).
+
+    Args:
+        in_memory: read no file (a model's ``from_config``): a lazily registered dataset whose
+            categories the tool has not read yet (``read_layout_categories``) is an error.
+    """
+    if in_memory and "supercategory" in cfg.MODEL.COUNTING_HEAD.LEVELS:
+        require_categories_in_memory(dataset_name or layout_dataset(cfg))
     return CountingLayout.from_config(cfg, dataset_name)
 
 

@@ -8,7 +8,7 @@ from dpsnet.engine.setup import (
     register_from_config,
     resolve_device,
 )
-from dpsnet.engine.trainer import Trainer, build_evaluator, build_mapper
+from dpsnet.engine.trainer import Trainer, build_evaluator, build_mapper, load_external_parts
 
 __all__ = [
     "ConfigError",
@@ -18,6 +18,7 @@ __all__ = [
     "check_weights",
     "launch",
     "load_config",
+    "load_external_parts",
     "register_from_config",
     "resolve_device",
 ]

@@ -24,6 +24,7 @@ from detectron2.data import transforms as T
 from detectron2.modeling import build_model
 
 from dpsnet.engine.checkpoint import config_from_checkpoint
+from dpsnet.engine.trainer import load_external_parts
 
 __all__ = [
     "ExportCheck",
@@ -77,7 +78,7 @@ def load_eager(weights: str, config_file: str | None = None, opts: list[str] | N
     if "DPSNET" in cfg.MODEL:
         cfg.MODEL.DPSNET.COUNT_GUIDED.ENABLED = False
     cfg.freeze()
-    model = build_model(cfg)
+    model = load_external_parts(build_model(cfg), cfg)
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     return model.eval(), cfg, meta
 

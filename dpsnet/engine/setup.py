@@ -26,6 +26,9 @@ class ConfigError(ValueError):
 def load_config(config_file: str | None, opts: list[str] | None = None) -> CfgNode:
     """Return a detectron2 config with dpsnet's keys, the YAML file and ``KEY VALUE`` overrides.
 
+    Registers ``DATASETS.REGISTER`` and reads the categories a "supercategory" counting view
+    needs, so that a model then builds from the config and metadata in memory.
+
     Raises:
         ConfigError: the file is missing or malformed, or names a key that does not exist.
     """
@@ -57,8 +60,14 @@ def load_config(config_file: str | None, opts: list[str] | None = None) -> CfgNo
         raise ConfigError(str(e)) from None
     register_from_config(cfg)
     from dpsnet.data.agnostic import class_agnostic_config  # RECOGNITION.CLASS_AGNOSTIC
+    from dpsnet.data.datasets import read_layout_categories
 
-    return class_agnostic_config(cfg)
+    cfg = class_agnostic_config(cfg)
+    try:  # the tool reads the files; the model builds from metadata in memory
+        read_layout_categories(cfg)
+    except BadInputError as e:
+        raise ConfigError(f"MODEL.COUNTING_HEAD.LEVELS 'supercategory': {e}") from None
+    return cfg
 
 
 def register_from_config(cfg: CfgNode) -> list[str]:

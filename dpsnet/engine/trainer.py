@@ -21,6 +21,7 @@ from detectron2.solver import build_optimizer as build_sgd_optimizer
 from detectron2.solver.build import get_default_optimizer_params, maybe_add_gradient_clipping
 from detectron2.utils import comm
 
+from dpsnet.data.datasets import read_layout_categories
 from dpsnet.engine.checkpoint import add_checkpoint_fields
 from dpsnet.utils.precision import (
     CpuSettings,
@@ -38,6 +39,23 @@ def build_mapper(cfg, is_train: bool):
 
         return DPSNetDatasetMapper(cfg, is_train)
     return DatasetMapper(cfg, is_train)
+
+
+def load_external_parts(model, cfg):
+    """Let a built model read the files its config names for its parts; return the model.
+
+    A model builds from its config alone (untrained, empty); one whose parts live in their own
+    files (the open-set pipeline: detector, recogniser, gallery) exposes
+    ``load_external_parts(cfg)``, called here, so the engine never imports the model's package.
+    Every tool that builds a model for use calls this (the Trainer, the demo, the export).
+
+    Raises:
+        BadInputError: a named file is missing or unreadable (one line, from the model).
+    """
+    hook = getattr(model, "load_external_parts", None)
+    if hook is not None:
+        hook(cfg)
+    return model
 
 
 def build_evaluator(cfg, dataset_name: str, output_folder: str | None = None):
@@ -128,7 +146,8 @@ class Trainer(DefaultTrainer):
 
     @classmethod
     def build_model(cls, cfg):
-        model = super().build_model(cfg)
+        read_layout_categories(cfg)  # its datasets may have changed since load_config
+        model = load_external_parts(super().build_model(cfg), cfg)  # before the CPU layout
         settings = cpu_settings_for(cfg)
         if settings is not None:
             apply_cpu_settings(model, settings)

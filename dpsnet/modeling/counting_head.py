@@ -39,10 +39,14 @@ def build_counting_head(cfg, input_shape: dict[str, ShapeSpec]) -> nn.Module:
 
 
 def num_density_channels(cfg) -> int:
-    """MODEL.COUNTING_HEAD.NUM_CHANNELS, or the channels its LEVELS give with dataset metadata."""
+    """MODEL.COUNTING_HEAD.NUM_CHANNELS, or the channels its LEVELS give with dataset metadata.
+
+    Only metadata already in memory is used (a model builds from its config alone): the tool
+    reads a lazily registered dataset's categories first (``read_layout_categories``).
+    """
     if cfg.MODEL.COUNTING_HEAD.NUM_CHANNELS > 0:
         return cfg.MODEL.COUNTING_HEAD.NUM_CHANNELS
-    return density_layout_from_config(cfg).num_channels
+    return density_layout_from_config(cfg, in_memory=True).num_channels
 
 
 def _norm(name: str, channels: int) -> nn.Module | None:

@@ -73,7 +73,7 @@ class DPSNet(GeneralizedRCNN):
         ret["mass"] = cfg.MODEL.COUNTING_HEAD.MASS
         guided = cfg.MODEL.DPSNET.COUNT_GUIDED
         if guided.ENABLED:
-            layout = density_layout_from_config(cfg)
+            layout = density_layout_from_config(cfg, in_memory=True)  # reads no file
             if guided.LEVEL not in layout.levels:
                 raise ValueError(
                     f"MODEL.DPSNET.COUNT_GUIDED.LEVEL {guided.LEVEL!r} is not among "

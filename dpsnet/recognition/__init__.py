@@ -8,7 +8,10 @@ from dpsnet.data.agnostic import (
 )
 from dpsnet.recognition.embedder import ProductEmbedder, load_embedder, save_embedder
 from dpsnet.recognition.gallery import UNKNOWN, Gallery
-from dpsnet.recognition.meta_arch import DPSNetOpenSet  # registers the meta-architecture
+from dpsnet.recognition.meta_arch import (  # registers the meta-architecture
+    DPSNetOpenSet,
+    load_open_set_parts,
+)
 from dpsnet.recognition.sampler import PKBatchSampler
 
 __all__ = [
@@ -20,6 +23,7 @@ __all__ = [
     "class_agnostic_config",
     "dataset_name_for",
     "load_embedder",
+    "load_open_set_parts",
     "make_class_agnostic",
     "register_agnostic_view",
     "save_embedder",

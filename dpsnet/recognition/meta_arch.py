@@ -14,6 +14,9 @@ and products that the gallery knows but the dataset's class list does not: with
 
 The parts are trained separately (``tools/train_net.py`` with ``RECOGNITION.CLASS_AGNOSTIC``
 for the detector, ``tools/train_recognizer.py`` for the embedder); this model does not train.
+``build_model(cfg)`` builds them from the config alone, untrained and empty (no file read but
+the detector's config); :func:`load_open_set_parts` (the model's ``load_external_parts``, which
+the tools call) reads the weights, the gallery and the class map the config names.
 """
 
 import logging
@@ -26,14 +29,19 @@ from detectron2.modeling import META_ARCH_REGISTRY, build_model
 from torch import nn
 
 from dpsnet.recognition.crops import bgr_to_rgb01, crop_boxes
-from dpsnet.recognition.embedder import ProductEmbedder, fingerprint, load_embedder
+from dpsnet.recognition.embedder import (
+    ProductEmbedder,
+    _load_trunk,
+    fingerprint,
+    load_embedder,
+)
 from dpsnet.recognition.gallery import UNKNOWN, Gallery
 from dpsnet.recognition.products import product_catalog
 from dpsnet.utils.io import BadInputError
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DPSNetOpenSet"]
+__all__ = ["DPSNetOpenSet", "load_open_set_parts"]
 
 
 @META_ARCH_REGISTRY.register()
@@ -68,11 +76,7 @@ class DPSNetOpenSet(nn.Module):
         super().__init__()
         if unknown_policy not in ("drop", "keep"):
             raise ValueError(f"unknown_policy must be 'drop' or 'keep', got {unknown_policy!r}")
-        if gallery.dim != embedder.embed_dim and len(gallery):
-            raise ValueError(
-                f"gallery embeddings have dimension {gallery.dim} but the embedder makes "
-                f"{embedder.embed_dim}: the gallery was built with another recogniser"
-            )
+        _check_dimensions(gallery, embedder)
         self.detector = detector
         self.embedder = embedder
         self.gallery = gallery
@@ -85,8 +89,13 @@ class DPSNetOpenSet(nn.Module):
 
     @classmethod
     def from_config(cls, cfg):
-        from detectron2.checkpoint import DetectionCheckpointer
+        """The parts as the config shapes them, untrained and empty: no file is read here.
 
+        The detector's own config file (``RECOGNITION.DETECTOR.CONFIG_FILE``) is read, as the
+        rest of the config; the trained parts (detector and embedder weights, the gallery) and
+        the class map (the dataset's categories) are loaded by :func:`load_open_set_parts`,
+        which the tools call through :meth:`load_external_parts` once the model is built.
+        """
         from dpsnet.engine.setup import load_config
 
         r = cfg.RECOGNITION
@@ -103,58 +112,32 @@ class DPSNetOpenSet(nn.Module):
         det_cfg.TEST.DETECTIONS_PER_IMAGE = cfg.TEST.DETECTIONS_PER_IMAGE
         if det_cfg.MODEL.META_ARCHITECTURE == "DPSNetOpenSet":
             raise ValueError(f"{r.DETECTOR.CONFIG_FILE}: the detector cannot be DPSNetOpenSet")
-        detector = build_model(det_cfg)
-        if r.DETECTOR.WEIGHTS:
-            if not os.path.isfile(r.DETECTOR.WEIGHTS):
-                raise BadInputError(f"RECOGNITION.DETECTOR.WEIGHTS not found: {r.DETECTOR.WEIGHTS}")
-            DetectionCheckpointer(detector).load(r.DETECTOR.WEIGHTS)
-        else:
-            logger.warning("RECOGNITION.DETECTOR.WEIGHTS is empty: the detector is untrained")
-        crop_size, padding = r.CROP.SIZE, r.CROP.PADDING
-        if r.EMBEDDER.WEIGHTS:
-            embedder, extra = load_embedder(r.EMBEDDER.WEIGHTS, cfg.MODEL.DEVICE)
-            crop_size = extra.get("crop_size", crop_size)
-            padding = extra.get("padding", padding)
-        else:
-            logger.warning("RECOGNITION.EMBEDDER.WEIGHTS is empty: the embedder is untrained")
-            embedder = ProductEmbedder(cfg)
-        if r.GALLERY.FILE:
-            gallery = Gallery.load(r.GALLERY.FILE, backend=r.GALLERY.BACKEND)
-            made_by = gallery.meta.get("embedder", {}).get("fingerprint")
-            if made_by and r.EMBEDDER.WEIGHTS and made_by != fingerprint(embedder):
-                logger.warning(
-                    "%s was built with another embedder (fingerprint %s, this one %s); rebuild "
-                    "it with tools/build_gallery.py",
-                    r.GALLERY.FILE,
-                    made_by,
-                    fingerprint(embedder),
-                )
-        else:
-            logger.warning("RECOGNITION.GALLERY.FILE is empty: every product will be unknown")
-            gallery = Gallery(np.zeros((0, embedder.embed_dim), np.float32), np.zeros(0, np.int64))
-        map_name = r.CLASS_MAP_DATASET or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "")
-        to_product, _ = product_catalog(map_name) if map_name else ({}, {})
-        if to_product and len(to_product) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
-            logger.warning(
-                "%s has %d classes but MODEL.ROI_HEADS.NUM_CLASSES is %d: set it to the number "
-                "of products, which tools reading the config (demo receipts) take as the classes",
-                map_name,
-                len(to_product),
-                cfg.MODEL.ROI_HEADS.NUM_CLASSES,
-            )
+        e = r.EMBEDDER
+        # No trunk_weights: a file, read by the loader (only when EMBEDDER.WEIGHTS is empty).
+        embedder = ProductEmbedder(
+            arch=e.ARCH, embed_dim=e.EMBED_DIM, hidden_dim=e.HIDDEN_DIM, normalize=e.NORMALIZE
+        )
         return {
-            "detector": detector,
+            "detector": build_model(det_cfg),
             "embedder": embedder,
-            "gallery": gallery,
-            "class_map": {p: c for c, p in to_product.items()},
-            "crop_size": crop_size,
-            "padding": padding,
+            "gallery": _empty_gallery(embedder.embed_dim),
+            "class_map": {},
+            "crop_size": r.CROP.SIZE,
+            "padding": r.CROP.PADDING,
             "input_format": cfg.INPUT.FORMAT,
             "unknown_policy": r.UNKNOWN_POLICY,
             "unknown_distance": r.GALLERY.UNKNOWN_DISTANCE
             if r.GALLERY.UNKNOWN_DISTANCE > 0
             else None,
         }
+
+    def load_external_parts(self, cfg) -> "DPSNetOpenSet":
+        """Load the files the config names into this model (see :func:`load_open_set_parts`).
+
+        The generic hook the tools call on any model they build (``getattr(model,
+        "load_external_parts", None)``), so that code below this package needs not import it.
+        """
+        return load_open_set_parts(self, cfg)
 
     @property
     def device(self) -> torch.device:
@@ -213,3 +196,80 @@ class DPSNetOpenSet(nn.Module):
         if product_id == UNKNOWN:
             return "unknown product"
         return self.gallery.names.get(int(product_id), str(product_id))
+
+
+def load_open_set_parts(model: DPSNetOpenSet, cfg) -> DPSNetOpenSet:
+    """Read the files ``cfg`` names and load them into a built :class:`DPSNetOpenSet`.
+
+    ``RECOGNITION.DETECTOR.WEIGHTS`` into the detector, ``RECOGNITION.EMBEDDER.WEIGHTS`` as the
+    embedder (its crop geometry with it; else ``EMBEDDER.TRUNK_WEIGHTS`` into the untrained
+    embedder's trunk), ``RECOGNITION.GALLERY.FILE`` as the gallery, and the class map from the
+    metadata of ``RECOGNITION.CLASS_MAP_DATASET`` (default ``DATASETS.TEST[0]``). An empty key
+    leaves its part untrained or empty, with a warning.
+
+    Returns:
+        ``model``, loaded in place.
+
+    Raises:
+        BadInputError: a named file is missing or is not what its key says (one line).
+        ValueError: the gallery was built with an embedder of another dimension.
+    """
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    r = cfg.RECOGNITION
+    if r.DETECTOR.WEIGHTS:
+        if not os.path.isfile(r.DETECTOR.WEIGHTS):
+            raise BadInputError(f"RECOGNITION.DETECTOR.WEIGHTS not found: {r.DETECTOR.WEIGHTS}")
+        DetectionCheckpointer(model.detector).load(r.DETECTOR.WEIGHTS)
+    else:
+        logger.warning("RECOGNITION.DETECTOR.WEIGHTS is empty: the detector is untrained")
+    if r.EMBEDDER.WEIGHTS:
+        # The checkpoint carries its own architecture, which may differ from the config's.
+        embedder, extra = load_embedder(r.EMBEDDER.WEIGHTS, cfg.MODEL.DEVICE)
+        model.embedder = embedder
+        model.crop_size = extra.get("crop_size", model.crop_size)
+        model.padding = extra.get("padding", model.padding)
+    else:
+        logger.warning("RECOGNITION.EMBEDDER.WEIGHTS is empty: the embedder is untrained")
+        if r.EMBEDDER.TRUNK_WEIGHTS:
+            _load_trunk(model.embedder.trunk, r.EMBEDDER.TRUNK_WEIGHTS)
+    if r.GALLERY.FILE:
+        gallery = Gallery.load(r.GALLERY.FILE, backend=r.GALLERY.BACKEND)
+        made_by = gallery.meta.get("embedder", {}).get("fingerprint")
+        if made_by and r.EMBEDDER.WEIGHTS and made_by != fingerprint(model.embedder):
+            logger.warning(
+                "%s was built with another embedder (fingerprint %s, this one %s); rebuild "
+                "it with tools/build_gallery.py",
+                r.GALLERY.FILE,
+                made_by,
+                fingerprint(model.embedder),
+            )
+    else:
+        logger.warning("RECOGNITION.GALLERY.FILE is empty: every product will be unknown")
+        gallery = _empty_gallery(model.embedder.embed_dim)
+    _check_dimensions(gallery, model.embedder)
+    model.gallery = gallery
+    map_name = r.CLASS_MAP_DATASET or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "")
+    to_product, _ = product_catalog(map_name) if map_name else ({}, {})
+    if to_product and len(to_product) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
+        logger.warning(
+            "%s has %d classes but MODEL.ROI_HEADS.NUM_CLASSES is %d: set it to the number "
+            "of products, which tools reading the config (demo receipts) take as the classes",
+            map_name,
+            len(to_product),
+            cfg.MODEL.ROI_HEADS.NUM_CLASSES,
+        )
+    model.class_map = {p: c for c, p in to_product.items()}
+    return model
+
+
+def _empty_gallery(dim: int) -> Gallery:
+    return Gallery(np.zeros((0, dim), np.float32), np.zeros(0, np.int64))
+
+
+def _check_dimensions(gallery: Gallery, embedder: ProductEmbedder) -> None:
+    if gallery.dim != embedder.embed_dim and len(gallery):
+        raise ValueError(
+            f"gallery embeddings have dimension {gallery.dim} but the embedder makes "
+            f"{embedder.embed_dim}: the gallery was built with another recogniser"
+        )

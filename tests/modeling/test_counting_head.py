@@ -54,6 +54,37 @@ def test_supercategory_level_needs_metadata(cfg):
     assert num_density_channels(cfg) == 17
 
 
+def test_supercategory_channels_come_from_metadata_in_memory(cfg, tmp_path):
+    """The head reads no categories JSON: the tool does (read_layout_categories), then it builds."""
+    import json
+
+    from dpsnet.data.datasets import read_layout_categories
+    from dpsnet.data.datasets.checkout import register_checkout_dataset, unregister_dataset
+    from dpsnet.utils.io import BadInputError
+
+    cats = [{"id": i, "name": n, "supercategory": s} for i, n, s in
+            ((1, "a", "drink"), (2, "b", "food"), (3, "c", "food"))]  # fmt: skip
+    (tmp_path / "cats.json").write_text(json.dumps({"images": [], "categories": cats}))
+    name = f"counting_head_lazy_{uuid.uuid4().hex[:8]}"
+    register_checkout_dataset(name, tmp_path / "cats.json", tmp_path)  # reads nothing now
+    cfg.DATASETS.TRAIN = (name,)
+    cfg.MODEL.COUNTING_HEAD.LEVELS = ["total", "supercategory"]
+    try:
+        with pytest.raises(ValueError, match="not read yet"):
+            build_counting_head(cfg, SHAPES)
+        assert "thing_supercategory_ids" not in MetadataCatalog.get(name).__dict__  # unread
+        read_layout_categories(cfg)  # what load_config and the Trainer do
+        assert build_counting_head(cfg, SHAPES).num_channels == 1 + 2
+        (tmp_path / "cats.json").unlink()  # in memory now: the file is not needed any more
+        assert num_density_channels(cfg) == 3
+        register_checkout_dataset(name, tmp_path / "cats.json", tmp_path)  # a missing file
+        read_layout_categories(cfg)  # absent: left for the build to report
+        with pytest.raises(BadInputError, match="categories file not found: .*cats.json"):
+            build_counting_head(cfg, SHAPES)
+    finally:
+        unregister_dataset(name)
+
+
 def test_wrong_feature_or_stride_is_a_clear_error(cfg):
     cfg.MODEL.COUNTING_HEAD.IN_FEATURE = "p9"
     with pytest.raises(ValueError, match="p9"):

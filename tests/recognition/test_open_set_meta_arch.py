@@ -1,5 +1,6 @@
 """DPSNetOpenSet: detector boxes -> crops -> embeddings -> gallery names, unknown products."""
 
+import builtins
 from pathlib import Path
 
 import numpy as np
@@ -9,8 +10,8 @@ from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from torch import nn
 
-from dpsnet.engine import load_config
-from dpsnet.recognition import UNKNOWN, DPSNetOpenSet, Gallery
+from dpsnet.engine import load_config, load_external_parts
+from dpsnet.recognition import UNKNOWN, DPSNetOpenSet, Gallery, load_open_set_parts
 from dpsnet.recognition.crops import bgr_to_rgb01, crop_boxes
 from dpsnet.utils.io import BadInputError
 
@@ -111,15 +112,27 @@ def _pipeline_cfg(mini_world, weights, gallery_file, extra=()):
     )  # fmt: skip
 
 
-def test_built_from_config(mini_world, tiny_weights, tmp_path):
+def _gallery_file(mini_world, tmp_path):
     from detectron2.data import MetadataCatalog
 
     meta = MetadataCatalog.get(mini_world.names["val"])
     products = sorted(meta.thing_dataset_id_to_contiguous_id)
     gallery = Gallery(np.eye(16, dtype=np.float32)[: len(products)], products, unknown_distance=5)
     gallery.save(tmp_path / "g.npz")
-    model = build_model(_pipeline_cfg(mini_world, tiny_weights, tmp_path / "g.npz"))
+    return tmp_path / "g.npz", meta, products
+
+
+def test_built_from_config_then_loaded(mini_world, tiny_weights, tmp_path):
+    gallery_file, meta, products = _gallery_file(mini_world, tmp_path)
+    cfg = _pipeline_cfg(mini_world, tiny_weights, gallery_file)
+    model = build_model(cfg)
     assert isinstance(model, DPSNetOpenSet)
+    # Built from the config alone: the config's embedder, an empty gallery, no class map.
+    assert model.embedder.embed_dim == cfg.RECOGNITION.EMBEDDER.EMBED_DIM != 16
+    assert len(model.gallery) == 0 and model.class_map == {}
+    assert model.crop_size == cfg.RECOGNITION.CROP.SIZE != 32
+    assert load_external_parts(model, cfg) is model  # the tools' generic hook
+    assert model.embedder.embed_dim == 16 and len(model.gallery) == len(products)
     assert model.crop_size == 32  # from the checkpoint
     assert model.class_map == {p: meta.thing_dataset_id_to_contiguous_id[p] for p in products}
     assert model.detector.roi_heads.box_predictor.test_topk_per_image == 7
@@ -130,18 +143,70 @@ def test_built_from_config(mini_world, tiny_weights, tmp_path):
     assert ((classes >= 0) & (classes < len(products))).all()
 
 
-def test_config_errors(mini_world, tiny_weights, tmp_path):
+def test_building_reads_no_file(mini_world, tiny_weights, tmp_path, monkeypatch):
+    """build_model opens no file but the detector's config; the loader reads the parts."""
+    gallery_file, _, _ = _gallery_file(mini_world, tmp_path)
+    detector_weights = tmp_path / "detector.pth"
+    detector = build_model(load_config(str(HERE / "tiny_agnostic_frcnn.yaml")))
+    torch.save({"model": detector.state_dict()}, detector_weights)
+    # The class map's dataset, registered afresh: its categories are read on first use.
+    from detectron2.data import MetadataCatalog
+
+    from dpsnet.data.datasets.checkout import register_checkout_dataset
+
+    val = MetadataCatalog.get(mini_world.names["val"])
+    fresh = f"{mini_world.names['val']}_unread"
+    register_checkout_dataset(fresh, val.json_file, val.image_root)
+    extra = ["RECOGNITION.DETECTOR.WEIGHTS", str(detector_weights)]
+    extra += ["RECOGNITION.CLASS_MAP_DATASET", fresh]
+    cfg = _pipeline_cfg(mini_world, tiny_weights, gallery_file, extra)
+    opened = []
+    real_open = builtins.open
+
+    def guarded_open(file, *args, **kwargs):
+        if not str(file).endswith(".yaml"):
+            opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    def refuse(*args, **kwargs):
+        opened.append(f"load {args[:1]}")
+        raise AssertionError("a file was loaded while building")
+
+    with monkeypatch.context() as m:
+        m.setattr(builtins, "open", guarded_open)
+        m.setattr(torch, "load", refuse)
+        m.setattr(np, "load", refuse)
+        model = build_model(cfg)
+    assert opened == []
+    assert len(model.gallery) == 0 and model.class_map == {}
+    before = model.detector.state_dict()["proposal_generator.rpn_head.conv.weight"].clone()
+    load_open_set_parts(model, cfg)
+    after = model.detector.state_dict()["proposal_generator.rpn_head.conv.weight"]
+    assert not torch.equal(before, after)  # the detector's weights were loaded
+    torch.testing.assert_close(
+        after, detector.state_dict()["proposal_generator.rpn_head.conv.weight"]
+    )
+    assert len(model.gallery) > 0 and model.class_map
+
+
+def test_loader_errors(mini_world, tiny_weights, tmp_path):
+    def build_and_load(cfg):
+        return load_open_set_parts(build_model(cfg), cfg)
+
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a gallery")
+    build_model(_pipeline_cfg(mini_world, tiny_weights, bad))  # building reads no file
     with pytest.raises(BadInputError, match="bad.npz"):
-        build_model(_pipeline_cfg(mini_world, tiny_weights, bad))
+        build_and_load(_pipeline_cfg(mini_world, tiny_weights, bad))
     gallery = Gallery(np.ones((1, 8), np.float32), [1])
     gallery.save(tmp_path / "dim8.npz")
     with pytest.raises(ValueError, match="dimension"):
-        build_model(_pipeline_cfg(mini_world, tiny_weights, tmp_path / "dim8.npz"))
+        build_and_load(_pipeline_cfg(mini_world, tiny_weights, tmp_path / "dim8.npz"))
     extra = ["RECOGNITION.DETECTOR.WEIGHTS", str(tmp_path / "missing.pth")]
-    with pytest.raises(BadInputError, match="missing.pth"):
-        build_model(_pipeline_cfg(mini_world, tiny_weights, tmp_path / "dim8.npz", extra))
+    with pytest.raises(
+        BadInputError, match="RECOGNITION.DETECTOR.WEIGHTS not found: .*missing.pth"
+    ):
+        build_and_load(_pipeline_cfg(mini_world, tiny_weights, tmp_path / "dim8.npz", extra))
 
 
 @pytest.mark.slow

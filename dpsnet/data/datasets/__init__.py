@@ -9,9 +9,12 @@ from dpsnet.data.datasets.builtin import (
 from dpsnet.data.datasets.checkout import (
     CheckoutMetadata,
     category_metadata,
+    layout_dataset,
     load_checkout_json,
     read_categories,
+    read_layout_categories,
     register_checkout_dataset,
+    require_categories_in_memory,
     unregister_dataset,
 )
 from dpsnet.data.datasets.d2s import load_d2s_json, register_all_d2s, register_d2s_layout
@@ -23,9 +26,11 @@ __all__ = [
     "CheckoutMetadata",
     "category_metadata",
     "datasets_root",
+    "layout_dataset",
     "load_checkout_json",
     "load_d2s_json",
     "read_categories",
+    "read_layout_categories",
     "register_all",
     "register_all_d2s",
     "register_all_rpc",
@@ -33,6 +38,7 @@ __all__ = [
     "register_d2s_layout",
     "register_mini_world",
     "register_rpc_layout",
+    "require_categories_in_memory",
     "unregister_all",
     "unregister_dataset",
 ]

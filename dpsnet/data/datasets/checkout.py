@@ -130,6 +130,53 @@ class CheckoutMetadata(Metadata):
         return {k: v for k, v in super().as_dict().items() if not k.startswith("_")}
 
 
+def layout_dataset(cfg) -> str | None:
+    """The dataset whose metadata lays out a config's counting view (its supercategories):
+    ``DATASETS.TRAIN[0]``, else ``DATASETS.TEST[0]``; None when the config names neither."""
+    return next(iter([*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST]), None)
+
+
+def read_layout_categories(cfg) -> None:
+    """Read, now, the categories JSON a config's counting view needs (its supercategories).
+
+    The tools call it before they build a model (``dpsnet.engine``: ``load_config`` and the
+    Trainer), so that the model's ``from_config`` finds the metadata in memory and reads no
+    file. Nothing is read when ``MODEL.COUNTING_HEAD.LEVELS`` has no "supercategory", when the
+    dataset is not registered lazily, or when its file is absent (building then says so).
+
+    Raises:
+        BadInputError: the categories JSON exists but is not usable (one line naming it).
+    """
+    name = layout_dataset(cfg)
+    if "supercategory" not in cfg.MODEL.COUNTING_HEAD.LEVELS or name not in MetadataCatalog.list():
+        return
+    meta = MetadataCatalog.get(name)
+    path = meta.__dict__.get("categories_json")
+    if isinstance(meta, CheckoutMetadata) and path and os.path.isfile(path):
+        meta.get("thing_supercategory_ids", None)  # the first access reads the file
+
+
+def require_categories_in_memory(name: str | None) -> None:
+    """Raise unless dataset ``name``'s category metadata is in memory; reads no file.
+
+    Raises:
+        BadInputError: the lazily registered dataset's categories JSON does not exist.
+        ValueError: it exists but was not read (the tool calls :func:`read_layout_categories`).
+    """
+    meta = MetadataCatalog.get(name) if name and name in MetadataCatalog.list() else None
+    d = meta.__dict__ if isinstance(meta, CheckoutMetadata) else {}
+    path = d.get("categories_json")
+    if not path or "thing_supercategory_ids" in d:
+        return
+    if not os.path.isfile(path):
+        raise BadInputError(f"dataset {name!r}: categories file not found: {path}")
+    raise ValueError(
+        f"dataset {name!r}: its categories ({path}) are not read yet; a model builds from "
+        "metadata in memory: call read_layout_categories(cfg) from dpsnet.data.datasets (as "
+        "dpsnet.engine.load_config does) before building it"
+    )
+
+
 def _valid_segmentation(segm):
     """The segmentation if it is a usable polygon list or RLE, else None (RPC writes [[]])."""
     if isinstance(segm, dict):
