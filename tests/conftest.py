@@ -66,3 +66,23 @@ def mini_world(tmp_path_factory):
     world.names = register_mini_world(world.root, prefix=f"mini_fixture_{uuid.uuid4().hex[:8]}")
     yield world
     unregister_all(world.names)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_loggers():
+    """Drop the handlers a tool's ``setup_logger`` attached during a test.
+
+    detectron2's ``setup_logger`` is cached and binds its console handler to the ``sys.stdout``
+    of its first call: under pytest that is a test's captured stream, closed when the test ends,
+    and a later test that logs through it gets a "Logging error" traceback on its stderr.
+    """
+    yield
+    import logging
+
+    from detectron2.utils import logger as d2_logger
+
+    d2_logger.setup_logger.cache_clear()
+    for name in ("dpsnet", "detectron2", "d2", "fvcore"):
+        log = logging.getLogger(name)
+        for handler in list(log.handlers):
+            log.removeHandler(handler)
