@@ -111,6 +111,10 @@ def main(argv=None) -> int:
             "DISTILL.POOL_DATASET", pool.name,
             "DISTILL.EVAL_DATASET", evalset.name if evalset else "",
             "DATASETS.TEST", f"('{evalset.name}',)" if evalset else "()",
+            # thresholds from a held-out tenth of the scenes (the demo config's mini_rpc_val is
+            # not this data); pass DISTILL.THRESHOLD_DATASET to use a labelled split of your own
+            "DISTILL.THRESHOLD_DATASET", "",
+            "DISTILL.THRESHOLD_HOLDOUT", "0.1",
             *args.opts,
         ]  # fmt: skip
         load_config(args.config_file, opts)  # a wrong key fails here, before any stage runs
