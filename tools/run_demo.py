@@ -33,6 +33,7 @@ import sys
 import time
 from pathlib import Path
 
+from dpsnet.data.mini_world import SIZE_PRESETS
 from dpsnet.engine.cli import ArgumentParser, int_at_least, run
 from dpsnet.engine.pipeline import (
     DEMO_STAGES,
@@ -51,19 +52,7 @@ CONFIG = REPO / "configs" / "MiniWorld" / "demo.yaml"
 STAGES = DEMO_STAGES
 
 #: --quick: a tiny world and a few training iterations; checks the chain, not the figures.
-QUICK_WORLD = dict(
-    num_products=6,
-    views_per_product=4,
-    bad_views_per_product=1,
-    val_images=6,
-    test_images=12,
-    pool_images=12,
-    d2s_views_per_product=1,
-    d2s_val_images=3,
-    exemplar_size=128,
-    image_size=192,
-    lookalike_pairs=1,
-)
+QUICK_WORLD = SIZE_PRESETS["small"]
 QUICK_OPTS = [
     "SOLVER.MAX_ITER", "20",
     "SOLVER.STEPS", "(15,)",
