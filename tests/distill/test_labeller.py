@@ -54,15 +54,21 @@ class ScriptedSteps(Detectron2Steps):
         return ScriptedTeacher(self.ids)
 
 
-def test_label_pool_writes_registers_and_never_reads_pool_truth(mini_world, tmp_path, monkeypatch):
-    names = mini_world.names
+def _labelling_cfg(names: dict, out_dir) -> object:
+    """A frozen config that labels the mini world's pool with a "total" counting view."""
     cfg = get_cfg()
     add_dpsnet_config(cfg)
     cfg.DATASETS.TRAIN = (names["train"],)
     cfg.DISTILL.POOL_DATASET = names["pool"]
     cfg.DISTILL.COUNT_LEVELS = ["total"]
-    cfg.OUTPUT_DIR = str(tmp_path)
+    cfg.OUTPUT_DIR = str(out_dir)
     cfg.freeze()
+    return cfg
+
+
+def test_label_pool_writes_registers_and_never_reads_pool_truth(mini_world, tmp_path, monkeypatch):
+    names = mini_world.names
+    cfg = _labelling_cfg(names, tmp_path)
     pool = DatasetCatalog.get(names["pool"])
     ids = [r["image_id"] for r in pool]
 
@@ -257,13 +263,7 @@ def test_unreadable_pool_images_are_rejected_not_fatal(mini_world, tmp_path, mon
     from dpsnet.distill.labeller import pool_records
 
     names = mini_world.names
-    cfg = get_cfg()
-    add_dpsnet_config(cfg)
-    cfg.DATASETS.TRAIN = (names["train"],)
-    cfg.DISTILL.POOL_DATASET = names["pool"]
-    cfg.DISTILL.COUNT_LEVELS = ["total"]
-    cfg.OUTPUT_DIR = str(tmp_path)
-    cfg.freeze()
+    cfg = _labelling_cfg(names, tmp_path)
     good = pool_records(names["pool"])[:2]
     # A PNG whose header claims 60000 x 60000 pixels, and a truncated JPEG.
     ihdr = struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0)
