@@ -32,7 +32,11 @@ __all__ = [
 BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 #: Probe input (batch, channels, size): a stand-in for a ResNet stage at the demo's scale.
 _PROBE_SHAPE = (2, 64, 56)
+#: The stem's 3x3 max pool (batch, channels, size): ResNet's first pooling at the demo's scale.
+_POOL_SHAPE = (2, 64, 128)
 _PROBE_REPEATS = 3
+#: Bumped when the probe measures something new (older cache entries are then measured again).
+_PROBE_VERSION = 2
 
 
 def cpu_flags() -> set[str]:
@@ -150,11 +154,32 @@ def _time_step(net: nn.Module, x: torch.Tensor, bf16: bool) -> float:
     return best
 
 
+def _time_pool(x: torch.Tensor, channels_last: bool) -> float:
+    """Best-of-N seconds of the stem's max pool on contiguous ``x``, channels-last or not.
+
+    Channels-last includes the conversions in and out (the trunk around it stays contiguous);
+    a max pool is exact in either layout, so only the time differs.
+    """
+    best = float("inf")
+    for i in range(_PROBE_REPEATS + 1):
+        start = time.perf_counter()
+        if channels_last:
+            y = x.contiguous(memory_format=torch.channels_last)
+            torch.nn.functional.max_pool2d(y, 3, 2, 1).contiguous()
+        else:
+            torch.nn.functional.max_pool2d(x, 3, 2, 1)
+        if i:
+            best = min(best, time.perf_counter() - start)
+    return best
+
+
 def probe_cpu(threads: int, seed: int = 0) -> dict:
     """Seconds per probe step in float32 / bfloat16 x contiguous / channels-last.
 
     Returns:
-        {"float32": s, "bfloat16": s, "float32_cl": s, "bfloat16_cl": s, "seconds": total}.
+        {"float32": s, "bfloat16": s, "float32_cl": s, "bfloat16_cl": s, "pool_float32": s,
+        "pool_bfloat16": s, "pool_float32_cl": s, "pool_bfloat16_cl": s, "seconds": total};
+        the ``pool_*`` keys time the stem's max pool alone (channels-last: with its conversions).
     """
     start = time.perf_counter()
     old = torch.get_num_threads()
@@ -171,6 +196,13 @@ def probe_cpu(threads: int, seed: int = 0) -> dict:
             for bf16 in (False, True):
                 key = ("bfloat16" if bf16 else "float32") + ("_cl" if cl else "")
                 out[key] = round(_time_step(net_cl, xi, bf16), 6)
+        n, c, s = _POOL_SHAPE
+        x = torch.randn(n, c, s, s, generator=g)
+        for dtype in (torch.float32, torch.bfloat16):
+            name = "float32" if dtype == torch.float32 else "bfloat16"
+            for cl in (False, True):
+                key = f"pool_{name}" + ("_cl" if cl else "")
+                out[key] = round(_time_pool(x.to(dtype), cl), 6)
     finally:
         torch.set_num_threads(old)
     out["seconds"] = round(time.perf_counter() - start, 3)
@@ -184,7 +216,15 @@ def _cache_file() -> Path:
 
 def _cache_key(threads: int, flags: set[str]) -> str:
     text = "|".join(
-        [_cpu_model(), " ".join(sorted(flags)), torch.__version__, str(threads), str(_PROBE_SHAPE)]
+        [
+            _cpu_model(),
+            " ".join(sorted(flags)),
+            torch.__version__,
+            str(threads),
+            str(_PROBE_SHAPE),
+            str(_POOL_SHAPE),
+            str(_PROBE_VERSION),
+        ]
     )
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 

@@ -14,18 +14,28 @@ AMX = {"avx2", "avx512f", "amx_bf16", "avx512_bf16"}
 AVX2 = {"avx2", "fma"}
 
 
-def _probe(fp32: float, bf16: float, fp32_cl: float | None = None, bf16_cl: float | None = None):
+def _probe(
+    fp32: float,
+    bf16: float,
+    fp32_cl: float | None = None,
+    bf16_cl: float | None = None,
+    pool: tuple[float, float] | None = None,
+):
     calls = []
 
     def probe(threads):
         calls.append(threads)
-        return {
+        out = {
             "float32": fp32,
             "bfloat16": bf16,
             "float32_cl": fp32 if fp32_cl is None else fp32_cl,
             "bfloat16_cl": bf16 if bf16_cl is None else bf16_cl,
             "seconds": 0.0,
         }
+        if pool is not None:  # (contiguous, channels-last) seconds of the stem's max pool
+            for dtype in ("float32", "bfloat16"):
+                out[f"pool_{dtype}"], out[f"pool_{dtype}_cl"] = pool
+        return out
 
     return probe, calls
 
@@ -63,6 +73,39 @@ def test_channels_last_auto_follows_the_probe():
     assert s.precision == "float32" and s.channels_last is True
 
 
+@pytest.mark.parametrize(
+    "pool,layout,expected",
+    [
+        ((3.0, 1.0), "auto", True),
+        ((1.0, 1.0), "auto", False),
+        ((3.0, 1.0), "off", False),
+        (None, "auto", False),
+    ],
+)
+def test_stem_pool_layout_follows_the_probe(pool, layout, expected):
+    probe, _ = _probe(1.0, 2.0, pool=pool)  # the trunk itself stays contiguous
+    s = P.resolve_cpu_settings("float32", layout, flags=AVX2, probe=probe)
+    assert not s.channels_last and s.pool_channels_last is expected
+
+
+def test_channels_last_stem_pool_is_exact(cfg, make_input):
+    """The stem's max pool in channels-last changes the time, never a value or the layout."""
+    ref = build_model(cfg)
+    ref.eval()
+    model = copy.deepcopy(ref)
+    P.apply_cpu_settings(model, P.CpuSettings(pool_channels_last=True, threads=1))
+    P.apply_cpu_settings(model, P.CpuSettings(pool_channels_last=True, threads=1))  # idempotent
+    x = make_input(96, 128, [[10, 10, 50, 60]], [1])
+    stem_a, stem_b = ref.backbone.bottom_up.stem, model.backbone.bottom_up.stem
+    with torch.no_grad():
+        t = ref.preprocess_image([x]).tensor
+        a, b = stem_a(t), stem_b(t)
+        out_a, out_b = ref([x])[0], model([x])[0]
+    assert b.is_contiguous() and torch.equal(a, b)
+    assert len(stem_b._forward_hooks) == 1
+    torch.testing.assert_close(out_b["counts"], out_a["counts"], rtol=1e-5, atol=1e-5)
+
+
 def test_probe_is_cached_per_machine():
     probe, calls = _probe(1.0, 0.3)
     P.resolve_cpu_settings("auto", "off", flags=AMX, probe=probe)
@@ -94,8 +137,10 @@ def test_threads_from_free_cores(monkeypatch):
 
 def test_real_probe_returns_all_timings():
     t = P.probe_cpu(threads=1)
-    assert {"float32", "bfloat16", "float32_cl", "bfloat16_cl"} <= set(t)
-    assert all(t[k] > 0 for k in ("float32", "bfloat16", "float32_cl", "bfloat16_cl"))
+    keys = ["float32", "bfloat16", "float32_cl", "bfloat16_cl"]
+    keys += [f"pool_{k}" for k in keys]
+    assert set(keys) <= set(t)
+    assert all(t[k] > 0 for k in keys)
 
 
 @pytest.mark.parametrize("precision,channels_last", [("bfloat16", False), ("float32", True)])
@@ -156,3 +201,32 @@ def test_busy_cores_from_a_short_sample_of_proc_stat(monkeypatch):
     monkeypatch.setattr(cpu_probe, "_cpu_times", lambda: None)  # no /proc/stat: load average
     monkeypatch.setattr(cpu_probe.os, "getloadavg", lambda: (1.4, 0.0, 0.0))
     assert cpu_probe.busy_cores() == 1
+
+
+def test_bf16_inference_reuses_weight_copies_exactly(cfg, make_input, monkeypatch):
+    """bfloat16 weight copies kept across inferences give autocast's own results, are remade
+    when a weight changes in place, and the float32 parameters are back after each forward."""
+    import contextlib
+
+    model = build_model(cfg)
+    model.eval()
+    P.apply_cpu_settings(model, P.CpuSettings(precision="bfloat16", threads=1))
+    x = make_input(96, 128, [[10, 10, 50, 60]], [1])
+    conv = model.backbone.bottom_up.stem.conv1
+
+    def run(cached: bool):
+        if not cached:
+            monkeypatch.setattr(P, "_bfloat16_weights", lambda _m: contextlib.nullcontext())
+        with torch.no_grad():
+            out = model([x])[0]
+        monkeypatch.undo()
+        return out
+
+    for _ in range(2):  # the second pass uses the kept copies
+        a, b = run(True), run(False)
+        torch.testing.assert_close(a["density"], b["density"], rtol=0, atol=0)
+    assert isinstance(conv.weight, torch.nn.Parameter) and conv.weight.dtype == torch.float32
+    with torch.no_grad():
+        conv.weight.mul_(0.5)  # an optimizer step or a loaded checkpoint: in place
+    a, b = run(True), run(False)
+    torch.testing.assert_close(a["density"], b["density"], rtol=0, atol=0)
