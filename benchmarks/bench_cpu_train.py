@@ -51,6 +51,9 @@ BASELINE_OPTS = [
     "MODEL.RPN.BATCH_SIZE_PER_IMAGE", "256",
     "MODEL.RPN.PRE_NMS_TOPK_TRAIN", "1000",
     "MODEL.RPN.POST_NMS_TOPK_TRAIN", "256",
+    "MODEL.RPN.PRE_NMS_TOPK_TEST", "500",
+    "MODEL.RPN.POST_NMS_TOPK_TEST", "256",
+    "MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO", "0",
 ]  # fmt: skip
 
 
@@ -173,6 +176,7 @@ def main(argv=None) -> int:
         "chosen": {
             "precision": chosen["new"]["precision"],
             "channels_last": chosen["new"]["channels_last"],
+            "stem_pool_channels_last": chosen["new"]["pool_channels_last"],
             "threads": chosen["new"]["threads"],
             "compile": False,
             "loader": "in-process, images decoded once",
