@@ -64,5 +64,9 @@ def add_distill_config(cfg: CN) -> None:
     # With no THRESHOLD_DATASET: this fraction of DATASETS.TRAIN[0]'s scenes is kept out of
     # training (seeded by SEED) and chooses the thresholds instead; 0: off.
     cfg.DISTILL.THRESHOLD_HOLDOUT = 0.0
+    # Strong view for the student (Unbiased Teacher): photometric albumentations transforms, as
+    # in INPUT.ALBUMENTATIONS.TRANSFORMS, applied to the pseudo-labelled images only (after the
+    # INPUT ones), while the teacher labelled the plain image; empty: off.
+    cfg.DISTILL.PSEUDO_AUGMENT = []
     # Learning curve: also evaluate both arms every this many training iterations; 0: off.
     cfg.DISTILL.CURVE_EVAL_PERIOD = 0

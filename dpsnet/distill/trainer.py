@@ -13,6 +13,7 @@ import os
 
 import numpy as np
 import torch
+from detectron2.config import CfgNode as CN
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_train_loader
 from detectron2.data.build import filter_images_with_only_crowd_annotations
 from detectron2.data.detection_utils import check_metadata_consistency
@@ -20,6 +21,7 @@ from detectron2.engine import HookBase
 from detectron2.utils import comm
 from torch.utils.data.sampler import Sampler
 
+from dpsnet.data.augment import parse_albumentations
 from dpsnet.distill.ignore import add_ignore_regions, enable_ignore_regions
 from dpsnet.distill.teacher import EMAHook
 from dpsnet.engine import Trainer, build_mapper
@@ -27,7 +29,13 @@ from dpsnet.engine.checkpoint import checkpoint_fields
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CurveCheckpointHook", "DistillTrainer", "WeightedTrainingSampler", "mixing_weights"]
+__all__ = [
+    "CurveCheckpointHook",
+    "DistillTrainer",
+    "StrongViewMapper",
+    "WeightedTrainingSampler",
+    "mixing_weights",
+]
 
 
 def mixing_weights(group_sizes: list[int], is_pseudo: list[bool], ratio) -> np.ndarray:
@@ -165,12 +173,60 @@ class DistillTrainer(Trainer):
             list(cfg.DISTILL.MIX_RATIO),
         )
         seed = cfg.SEED if cfg.SEED >= 0 else None
-        mapper = build_mapper(cfg, True)
-        if cfg.DISTILL.UNCERTAIN_MODE == "ignore":
-            mapper = add_ignore_regions(mapper)
+        mapper = _student_mapper(cfg)
+        if cfg.DISTILL.PSEUDO_AUGMENT:
+            mapper = StrongViewMapper(mapper, _student_mapper(_strong_view_config(cfg)))
+            groups = [
+                [dict(r, **{PSEUDO_KEY: True}) for r in g] if pseudo else g
+                for g, pseudo in zip(groups, is_pseudo, strict=True)
+            ]
         return build_detection_train_loader(
             cfg,
             mapper=mapper,
             dataset=list(itertools.chain.from_iterable(groups)),
             sampler=WeightedTrainingSampler(weights, seed=seed),
         )
+
+
+#: Record key marking a pseudo-labelled image in the student's dataset (DISTILL.PSEUDO_AUGMENT).
+PSEUDO_KEY = "distill_pseudo"
+
+
+def _student_mapper(cfg: CN):
+    mapper = build_mapper(cfg, True)
+    if cfg.DISTILL.UNCERTAIN_MODE == "ignore":
+        mapper = add_ignore_regions(mapper)
+    return mapper
+
+
+def _strong_view_config(cfg: CN) -> CN:
+    """``cfg`` whose training augmentation adds DISTILL.PSEUDO_AUGMENT (checked and named)."""
+    parse_albumentations(list(cfg.DISTILL.PSEUDO_AUGMENT), key="DISTILL.PSEUDO_AUGMENT")
+    if cfg.MODEL.META_ARCHITECTURE != "DPSNet":
+        raise ValueError(
+            "DISTILL.PSEUDO_AUGMENT needs MODEL.META_ARCHITECTURE 'DPSNet' (its mapper applies "
+            f"photometric transforms), not {cfg.MODEL.META_ARCHITECTURE!r}"
+        )
+    strong = cfg.clone()
+    strong.defrost()
+    strong.INPUT.ALBUMENTATIONS.TRANSFORMS = [
+        *cfg.INPUT.ALBUMENTATIONS.TRANSFORMS,
+        *cfg.DISTILL.PSEUDO_AUGMENT,
+    ]
+    strong.freeze()
+    return strong
+
+
+class StrongViewMapper:
+    """Map pseudo-labelled records (``PSEUDO_KEY``) with ``strong``, every other with ``base``.
+
+    The student sees the pool's images photometrically perturbed while its targets are what the
+    teacher found on the plain images: consistency under perturbation is what it learns there
+    beyond repeating the teacher (Unbiased Teacher's weak/strong views).
+    """
+
+    def __init__(self, base, strong):
+        self.base, self.strong = base, strong
+
+    def __call__(self, dataset_dict: dict):
+        return (self.strong if dataset_dict.get(PSEUDO_KEY) else self.base)(dataset_dict)

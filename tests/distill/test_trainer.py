@@ -1,8 +1,9 @@
-"""The student's train loader: a round whose teacher accepted nothing still trains."""
+"""The student's train loader: an empty pseudo set; the strong view of pseudo-labelled images."""
 
 import itertools
 import json
 
+import torch
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from dpsnet.distill.labeller import register_pseudo_labels
@@ -35,3 +36,56 @@ def test_empty_pseudo_set_trains_on_synthesized_only(mini_world, tmp_path, caplo
     for batch in itertools.islice(loader, 3):
         assert len(batch) == 2
         assert all(x["file_name"] in val_files for x in batch)
+
+
+def _strong_view_cfg(mini_world, tmp_path, name, augment):
+    """The val split twice: as the synthesized scenes and as a pseudo-labelled set."""
+    val = json.loads((mini_world.root / "instances_val2019.json").read_text())
+    folder = mini_world.root / "val2019"
+    for im in val["images"]:  # pseudo-label JSONs carry absolute file names
+        im["file_name"] = str(folder / im["file_name"])
+    pseudo = tmp_path / f"{name}.json"
+    pseudo.write_text(json.dumps(val))
+    train = mini_world.names["val"]
+    register_pseudo_labels(name, str(pseudo), MetadataCatalog.get(train))
+    return load_config(
+        None,
+        [
+            "DATASETS.TRAIN", f"('{train}', '{name}')",
+            "DATALOADER.NUM_WORKERS", "0",
+            "SOLVER.IMS_PER_BATCH", "4",
+            "INPUT.MIN_SIZE_TRAIN", "(96,)",
+            "INPUT.RANDOM_FLIP", "none",
+            "MODEL.ROI_HEADS.NUM_CLASSES", str(mini_world.sizes["num_products"]),
+            "MODEL.META_ARCHITECTURE", "DPSNet",
+            "DISTILL.PSEUDO_AUGMENT", augment,
+        ],
+    )  # fmt: skip
+
+
+def test_pseudo_augment_perturbs_only_the_pseudo_labelled_images(mini_world, tmp_path):
+    from dpsnet.engine import build_mapper
+
+    cfg = _strong_view_cfg(mini_world, tmp_path, "pseudo_strong_test", "['InvertImg(p=1.0)']")
+    plain = build_mapper(cfg, True)
+    by_file = {r["file_name"]: r for r in DatasetCatalog.get(mini_world.names["val"])}
+    seen = {True: 0, False: 0}
+    for batch in itertools.islice(DistillTrainer.build_train_loader(cfg), 4):
+        for x in batch:
+            pseudo = bool(x.get("distill_pseudo"))
+            ref = plain(by_file[x["file_name"]])["image"]
+            assert x["image"].shape == ref.shape
+            expected = 255 - ref if pseudo else ref
+            assert (x["image"].int() - expected.int()).abs().max() <= 1
+            assert len(x["instances"]) == len(by_file[x["file_name"]]["annotations"])
+            assert torch.equal(x["density"], plain(by_file[x["file_name"]])["density"])
+            seen[pseudo] += 1
+    assert seen[True] and seen[False]  # MIX_RATIO 1:1 draws both
+
+
+def test_pseudo_augment_bad_transform_names_the_key(mini_world, tmp_path):
+    import pytest
+
+    cfg = _strong_view_cfg(mini_world, tmp_path, "pseudo_bad_test", "['Rotate(limit=10)']")
+    with pytest.raises(ValueError, match="DISTILL.PSEUDO_AUGMENT"):
+        DistillTrainer.build_train_loader(cfg)
