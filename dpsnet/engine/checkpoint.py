@@ -9,6 +9,7 @@ model names its products, with no config file and no registered dataset.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -17,6 +18,7 @@ from detectron2.config import CfgNode
 
 from dpsnet.data.catalogue import Catalogue, CountingLayout
 from dpsnet.utils.checkpoint_meta import read_meta
+from dpsnet.utils.io import atomic_path
 
 __all__ = [
     "CheckpointFields",
@@ -117,11 +119,40 @@ class CheckpointFields:
 
 
 def add_checkpoint_fields(checkpointer, cfg) -> None:
-    """Make ``checkpointer`` (a detectron2 ``Checkpointer``) save dpsnet's fields of ``cfg``."""
+    """Make ``checkpointer`` (a detectron2 ``Checkpointer``) save dpsnet's fields of ``cfg``,
+    and write every file atomically (see :class:`AtomicWrites`)."""
     from dpsnet.utils.checkpoint_meta import META_KEY
 
     if META_KEY not in checkpointer.checkpointables:
         checkpointer.add_checkpointable(META_KEY, CheckpointFields(cfg))
+    if not isinstance(checkpointer.path_manager, AtomicWrites):
+        checkpointer.path_manager = AtomicWrites(checkpointer.path_manager)
+
+
+class AtomicWrites:
+    """A checkpointer's path manager whose local writes go to a temporary file, renamed on close.
+
+    fvcore writes ``model_*.pth`` and then ``last_checkpoint`` in place: a job killed while
+    writing ``last_checkpoint`` left it empty, and ``--resume`` could not find its checkpoint.
+    Reads and everything else go to the wrapped path manager.
+    """
+
+    def __init__(self, path_manager):
+        self._path_manager = path_manager
+
+    def __getattr__(self, name):
+        return getattr(self._path_manager, name)
+
+    def open(self, path, mode: str = "r", **kwargs):
+        if "w" not in mode or "://" in str(path):
+            return self._path_manager.open(path, mode, **kwargs)
+        return _replace_on_close(path, mode)
+
+
+@contextlib.contextmanager
+def _replace_on_close(path, mode: str):
+    with atomic_path(path) as tmp, open(tmp, mode) as f:
+        yield f
 
 
 def _metadata_name(catalogue: Catalogue) -> str:

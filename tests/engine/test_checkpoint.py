@@ -124,3 +124,34 @@ def test_demo_runs_from_the_checkpoint_alone(trained, mini_world, tmp_path):
     assert names and names <= set(meta.thing_classes)
     assert demo["main"](["--weights", str(tmp_path / "missing.pth"), "--input", str(images),
                          "--output", str(out)]) == 2  # fmt: skip
+
+
+def test_checkpoint_files_are_written_atomically(tmp_path, monkeypatch):
+    """A save that dies half-way leaves neither a half-written file nor an empty tag behind."""
+    from detectron2.checkpoint import DetectionCheckpointer
+
+    from dpsnet.engine.checkpoint import AtomicWrites, add_checkpoint_fields
+
+    cfg = load_config(str(CONFIG), ["MODEL.DEVICE", "cpu"])
+    ckpt = DetectionCheckpointer(torch.nn.Linear(2, 2), save_dir=str(tmp_path))
+    add_checkpoint_fields(ckpt, cfg)
+    add_checkpoint_fields(ckpt, cfg)  # idempotent
+    assert isinstance(ckpt.path_manager, AtomicWrites)
+    assert not isinstance(ckpt.path_manager._path_manager, AtomicWrites)
+    ckpt.save("model_0000001")
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
+    real_save = torch.save
+
+    def dying_save(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt  # the job is stopped in the middle of the write
+
+    monkeypatch.setattr(torch, "save", dying_save)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.save("model_0000003")
+    monkeypatch.setattr(torch, "save", real_save)
+    assert not (tmp_path / "model_0000003.pth").exists()
+    assert (tmp_path / "last_checkpoint").read_text() == "model_0000001.pth"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last_checkpoint", "model_0000001.pth"]
+    assert ckpt.has_checkpoint() and ckpt.get_checkpoint_file().endswith("model_0000001.pth")
+    ckpt.load(ckpt.get_checkpoint_file())  # reads go through the wrapped path manager
