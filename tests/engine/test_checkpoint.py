@@ -126,13 +126,17 @@ def test_demo_runs_from_the_checkpoint_alone(trained, mini_world, tmp_path):
                          "--output", str(out)]) == 2  # fmt: skip
 
 
-def test_checkpoint_files_are_written_atomically(tmp_path, monkeypatch):
+def test_checkpoint_files_are_written_atomically(mini_world, tmp_path, monkeypatch):
     """A save that dies half-way leaves neither a half-written file nor an empty tag behind."""
     from detectron2.checkpoint import DetectionCheckpointer
 
     from dpsnet.engine.checkpoint import AtomicWrites, add_checkpoint_fields
 
-    cfg = load_config(str(CONFIG), ["MODEL.DEVICE", "cpu"])
+    names = mini_world.names
+    cfg = load_config(
+        str(CONFIG),
+        ["MODEL.DEVICE", "cpu", "DATASETS.TRAIN", f"('{names['train']}',)", "DATASETS.TEST", "()"],
+    )
     ckpt = DetectionCheckpointer(torch.nn.Linear(2, 2), save_dir=str(tmp_path))
     add_checkpoint_fields(ckpt, cfg)
     add_checkpoint_fields(ckpt, cfg)  # idempotent
