@@ -139,19 +139,28 @@ class _ProbeNet(nn.Module):
         return self.fc(self.body(x).mean((2, 3)))
 
 
-def _time_step(net: nn.Module, x: torch.Tensor, bf16: bool) -> float:
-    """Best-of-N seconds of one forward + backward (after a warm-up step)."""
+def _best_time(step) -> float:
+    """Best-of-N seconds of ``step()``, after one untimed warm-up call (kernel selection,
+    allocation)."""
+    step()
     best = float("inf")
-    for i in range(_PROBE_REPEATS + 1):
-        net.zero_grad(set_to_none=True)
+    for _ in range(_PROBE_REPEATS):
         start = time.perf_counter()
-        ctx = torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext()
-        with ctx:
+        step()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _time_step(net: nn.Module, x: torch.Tensor, bf16: bool) -> float:
+    """Best-of-N seconds of one forward + backward."""
+
+    def step():
+        net.zero_grad(set_to_none=True)
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
             out = net(x)
         out.float().sum().backward()
-        if i:  # the first step is a warm-up (kernel selection, allocation)
-            best = min(best, time.perf_counter() - start)
-    return best
+
+    return _best_time(step)
 
 
 def _time_pool(x: torch.Tensor, channels_last: bool) -> float:
@@ -160,17 +169,15 @@ def _time_pool(x: torch.Tensor, channels_last: bool) -> float:
     Channels-last includes the conversions in and out (the trunk around it stays contiguous);
     a max pool is exact in either layout, so only the time differs.
     """
-    best = float("inf")
-    for i in range(_PROBE_REPEATS + 1):
-        start = time.perf_counter()
+
+    def step():
         if channels_last:
             y = x.contiguous(memory_format=torch.channels_last)
             torch.nn.functional.max_pool2d(y, 3, 2, 1).contiguous()
         else:
             torch.nn.functional.max_pool2d(x, 3, 2, 1)
-        if i:
-            best = min(best, time.perf_counter() - start)
-    return best
+
+    return _best_time(step)
 
 
 def probe_cpu(threads: int, seed: int = 0) -> dict:
