@@ -215,18 +215,18 @@ def test_bf16_inference_reuses_weight_copies_exactly(cfg, make_input, monkeypatc
     conv = model.backbone.bottom_up.stem.conv1
 
     def run(cached: bool):
-        if not cached:
-            monkeypatch.setattr(P, "_bfloat16_weights", lambda _m: contextlib.nullcontext())
-        with torch.no_grad():
-            out = model([x])[0]
-        monkeypatch.undo()
-        return out
+        with monkeypatch.context() as m, torch.no_grad():  # undoes only its own patch
+            if not cached:
+                m.setattr(P, "_bfloat16_weights", lambda _m: contextlib.nullcontext())
+            return model([x])[0]
 
     for _ in range(2):  # the second pass uses the kept copies
         a, b = run(True), run(False)
         torch.testing.assert_close(a["density"], b["density"], rtol=0, atol=0)
     assert isinstance(conv.weight, torch.nn.Parameter) and conv.weight.dtype == torch.float32
     with torch.no_grad():
-        conv.weight.mul_(0.5)  # an optimizer step or a loaded checkpoint: in place
+        # an optimizer step or a loaded checkpoint: in place (not a uniform scale, which the
+        # trunk's ReLUs and the FPN's group norm would hide)
+        conv.weight.add_(torch.randn(conv.weight.shape, generator=torch.Generator().manual_seed(0)))
     a, b = run(True), run(False)
     torch.testing.assert_close(a["density"], b["density"], rtol=0, atol=0)
