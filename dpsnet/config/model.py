@@ -17,6 +17,10 @@ def add_model_config(cfg: CN) -> None:
     cfg.MODEL.DPSNET = CN()
     # Weight of the density (counting-view) loss added to the detection losses.
     cfg.MODEL.DPSNET.DENSITY_LOSS_WEIGHT = 1.0
+    # Test-time flip (beyond the paper): every inference also runs the mirror image and merges
+    # the two views (dpsnet/modeling/flip.py; a detection of one view only keeps half its score).
+    # Twice the inference time; the distillation teacher has its own switch, DISTILL.TEACHER_FLIP.
+    cfg.MODEL.DPSNET.TEST_FLIP = False
 
     # The counting pyramid (the paper's second, top-down pyramid), built on the detection FPN's
     # outputs by the "build_dpsnet_resnet_fpn_backbone" backbone and fused at

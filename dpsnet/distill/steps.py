@@ -122,7 +122,11 @@ class Detectron2Steps:
             "accept_rule": cfg.DISTILL.ACCEPT_RULE,
             "uncertain_mode": cfg.DISTILL.UNCERTAIN_MODE,
         }
-        if cfg.DISTILL.TEACHER_FLIP:
+        # The teacher's flip is DISTILL.TEACHER_FLIP alone, whatever MODEL.DPSNET.TEST_FLIP says
+        # for evaluation and deployment.
+        if hasattr(model, "test_flip"):
+            model.test_flip = bool(cfg.DISTILL.TEACHER_FLIP)
+        elif cfg.DISTILL.TEACHER_FLIP:
             model = FlipTeacher(model)
         results = label_pool(
             model,

@@ -21,6 +21,7 @@ from detectron2.utils.events import get_event_storage
 from dpsnet.data.density import density_layout_from_config
 from dpsnet.modeling.backbone import DPSNetFPN
 from dpsnet.modeling.counting_head import build_counting_head
+from dpsnet.modeling.flip import merge_flip_outputs, mirror_inputs
 from dpsnet.modeling.postprocess import select_by_count
 
 __all__ = ["DPSNet"]
@@ -42,6 +43,9 @@ class DPSNet(GeneralizedRCNN):
         count_guided: None, or a dict with ``class_to_group`` ((K,) long tensor: group of each
             class), ``offset`` (first channel of the guiding level), ``num_groups``,
             ``min_score`` and ``keep_score``; see :mod:`dpsnet.modeling.postprocess`.
+        test_flip: at inference (``forward`` in eval mode), also run each image's mirror image
+            and merge the two views (:mod:`dpsnet.modeling.flip`); ``inference`` itself is
+            always one view.
         **kwargs: as :class:`detectron2.modeling.GeneralizedRCNN`.
     """
 
@@ -54,6 +58,7 @@ class DPSNet(GeneralizedRCNN):
         density_stride: int = 8,
         mass: float = 100.0,
         count_guided: dict | None = None,
+        test_flip: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -62,6 +67,7 @@ class DPSNet(GeneralizedRCNN):
         self.density_stride = density_stride
         self.mass = mass
         self.count_guided = count_guided
+        self.test_flip = test_flip
         self.register_load_state_dict_post_hook(_fresh_counting_view_hook)
 
     @classmethod
@@ -71,6 +77,7 @@ class DPSNet(GeneralizedRCNN):
         ret["density_loss_weight"] = cfg.MODEL.DPSNET.DENSITY_LOSS_WEIGHT
         ret["density_stride"] = cfg.MODEL.COUNTING_HEAD.STRIDE
         ret["mass"] = cfg.MODEL.COUNTING_HEAD.MASS
+        ret["test_flip"] = cfg.MODEL.DPSNET.TEST_FLIP
         guided = cfg.MODEL.DPSNET.COUNT_GUIDED
         if guided.ENABLED:
             layout = density_layout_from_config(cfg, in_memory=True)  # reads no file
@@ -96,6 +103,8 @@ class DPSNet(GeneralizedRCNN):
                 a (C, h_i, w_i) map with h_i <= padded height / stride (the mapper's output).
         """
         if not self.training:
+            if self.test_flip:
+                return self._flip_inference(batched_inputs)
             return self.inference(batched_inputs)
         images = self.preprocess_image(batched_inputs)
         gt_instances = None
@@ -184,6 +193,12 @@ class DPSNet(GeneralizedRCNN):
             out["density"] = d
             out["counts"] = c
         return processed
+
+    def _flip_inference(self, batched_inputs: list[dict]) -> list[dict]:
+        """``inference`` on each image and its mirror image in one batch, merged per image."""
+        outs = self.inference([*batched_inputs, *mirror_inputs(batched_inputs)])
+        n = len(batched_inputs)
+        return [merge_flip_outputs(a, b) for a, b in zip(outs[:n], outs[n:], strict=True)]
 
     def _crop_density(self, density: torch.Tensor, images: ImageList):
         """Per image: the map over its unpadded area, and its counts (sum / mass)."""

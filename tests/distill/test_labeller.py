@@ -285,3 +285,23 @@ def test_unreadable_pool_images_are_rejected_not_fatal(mini_world, tmp_path, mon
     assert stats["unreadable_images"] == 2  # the two bad files, with their reasons
     assert stats["rejected_images"] >= 2
     assert stats["image_level_images"] == 1  # the good images were still labelled
+
+
+@pytest.mark.parametrize("teacher_flip", [False, True])
+def test_teacher_flip_follows_its_own_key_not_test_flip(mini_world, tmp_path, teacher_flip):
+    """A DPSNet teacher built with MODEL.DPSNET.TEST_FLIP labels with DISTILL.TEACHER_FLIP only."""
+    names = mini_world.names
+    ids = [r["image_id"] for r in DatasetCatalog.get(names["pool"])]
+    teacher = ScriptedTeacher(ids)
+    teacher.test_flip = not teacher_flip  # as the model's config said
+
+    class Steps(ScriptedSteps):
+        def _load(self, cfg, weights):
+            return teacher
+
+    cfg = _labelling_cfg(names, tmp_path).clone()
+    cfg.defrost()
+    cfg.DISTILL.TEACHER_FLIP = teacher_flip
+    cfg.freeze()
+    Steps(ids).label(cfg, "teacher.pth", 1, tmp_path / "round_1" / "pseudo_labels.json")
+    assert teacher.test_flip is teacher_flip

@@ -100,6 +100,34 @@ def test_inference_returns_density_and_counts(cfg, make_input):
     assert outputs[1]["instances"].image_size == (61, 77)
 
 
+def test_test_flip_merges_each_image_with_its_mirror(cfg, make_input):
+    from dpsnet.modeling.flip import merge_flip_outputs, mirror_inputs
+
+    torch.manual_seed(0)
+    plain = build_model(cfg).eval()
+    cfg.MODEL.DPSNET.TEST_FLIP = True
+    flipping = build_model(cfg).eval()
+    flipping.load_state_dict(plain.state_dict())
+    inputs = [make_input(97, 123, BOXES, [0, 2]), make_input(61, 77, [], [])]
+    with torch.no_grad():
+        merged = flipping(inputs)
+        views = plain(inputs), plain(mirror_inputs(inputs))
+    assert len(merged) == 2
+    for out, a, b in zip(merged, *views, strict=True):
+        expected = merge_flip_outputs(a, b)
+        assert out["counts"].tolist() == pytest.approx(((a["counts"] + b["counts"]) / 2).tolist())
+        assert out["counts"].tolist() != pytest.approx(a["counts"].tolist())  # two views differ
+        assert out["density"].shape == a["density"].shape
+        assert torch.allclose(out["density"], (a["density"] + b["density"].flip(-1)) / 2)
+        assert out["instances"].scores.tolist() == pytest.approx(
+            expected["instances"].scores.tolist(), abs=1e-5
+        )
+    # ``inference`` itself stays one view (export and count-guided comparison rely on it).
+    with torch.no_grad():
+        one = flipping.inference(inputs)
+    assert one[0]["counts"].tolist() == pytest.approx(views[0][0]["counts"].tolist())
+
+
 def test_count_guided_inference_keeps_the_predicted_number(cfg, make_input):
     inputs = [make_input(97, 123, BOXES, [0, 2]), make_input(61, 77, [], [])]
     torch.manual_seed(0)
