@@ -77,6 +77,14 @@ def load_eager(weights: str, config_file: str | None = None, opts: list[str] | N
     cfg, meta = config_from_checkpoint(weights, config_file, opts)
     if "DPSNET" in cfg.MODEL:
         cfg.MODEL.DPSNET.COUNT_GUIDED.ENABLED = False
+        if cfg.MODEL.DPSNET.TEST_FLIP:
+            logger.warning(
+                "%s was configured with MODEL.DPSNET.TEST_FLIP: the export runs one view per "
+                "image (run the mirror image yourself and merge with "
+                "dpsnet.modeling.flip.merge_flip to match it; its stored threshold was chosen "
+                "on merged scores)",
+                weights,
+            )
     cfg.freeze()
     model = load_external_parts(build_model(cfg), cfg)
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
