@@ -41,6 +41,7 @@ OUTPUT_FLAG = {
     "bench_model": ("--out", "bench_model.json"),
     "bench_rpc_eval": ("--out", "bench_rpc_eval.json"),
     "bench_synthesis": ("--output", "bench_synthesis.json"),
+    "bench_unseen_world": ("--results", "unseen_world.json"),
 }
 
 # Small cases for --quick: enough to run every code path of the benchmark, not to measure.
