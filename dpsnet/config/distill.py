@@ -58,6 +58,10 @@ def add_distill_config(cfg: CN) -> None:
     cfg.DISTILL.EMA_DECAY = 0.0
     # Label the pool with the teacher on the image and its horizontal flip, predictions merged.
     cfg.DISTILL.TEACHER_FLIP = False
+    # A kept pseudo-label whose object a detection of another product (IoU >= 0.7) also claims
+    # with at least this score becomes an ignore region instead (the teacher hesitates, typically
+    # within a look-alike pair, and either label would teach its guess); 0: off.
+    cfg.DISTILL.AMBIGUOUS_SCORE = 0.0
     # Labelled split on which each round's score threshold is chosen (max cAcc) and count-guided
     # inference is judged; never the pool or EVAL_DATASET; empty: TEST.RPC.SCORE_THRESHOLD.
     cfg.DISTILL.THRESHOLD_DATASET = ""

@@ -31,6 +31,8 @@ from dpsnet.distill.pseudo_labels import (
     INSTANCE_LEVEL,
     REJECTED,
     CountLayout,
+    Selection,
+    class_ambiguous,
     paint_regions,
     select_image,
 )
@@ -121,10 +123,19 @@ def _label_one(record, output, layout, params, image_dir, contiguous_to_dataset)
         accept_rule=params.get("accept_rule", "all"),
         uncertain_mode=params.get("uncertain_mode", "paint"),
     )
+    ambiguous = class_ambiguous(
+        boxes, scores, classes, sel.keep, min_score=params.get("ambiguous_score", 0.0)
+    )
+    if ambiguous.size:  # neither label nor background: an ignore region (painted in "paint")
+        sel.keep = np.setdiff1d(sel.keep, ambiguous)
+        sel.ignore = np.union1d(sel.ignore, ambiguous)
+        if sel.keep.size == 0:
+            sel = Selection(REJECTED, sel.keep, sel.keep[:0], "ambiguous")
     result = {
         "pool_image_id": record["image_id"],
         "pool_file_name": record["file_name"],
         "kind": sel.kind,
+        "ambiguous_boxes": int(ambiguous.size),
         "predicted_count": float(counts[0]) if layout.levels[0] == "total" else float(counts.sum()),
     }
     if sel.kind == REJECTED:
@@ -263,6 +274,8 @@ def summarize(results: list[dict]) -> dict:
         "painted_pixels": sum(r.get("painted_pixels", 0) for r in results),
         "ignored_boxes": sum(len(r.get("ignore_boxes", [])) for r in results),
         "dropped_uncertain_images": sum(r.get("reason") == "uncertain" for r in results),
+        "ambiguous_boxes": sum(r.get("ambiguous_boxes", 0) for r in results),
+        "dropped_ambiguous_images": sum(r.get("reason") == "ambiguous" for r in results),
         "image_level_fraction": kinds[IMAGE_LEVEL] / n,
         "mean_predicted_count": float(np.mean(counted)) if counted else 0.0,
         "unreadable_images": sum(

@@ -31,6 +31,7 @@ __all__ = [
     "UNCERTAIN_MODES",
     "CountLayout",
     "accept_view",
+    "class_ambiguous",
     "Selection",
     "counts_agree",
     "detection_count_vector",
@@ -219,6 +220,63 @@ def select_image(
     if uncertain_mode == "drop" and ignore.size:
         return Selection(REJECTED, empty, empty, "uncertain")
     return Selection(INSTANCE_LEVEL, keep, ignore)
+
+
+#: IoU at which two detections of different classes are one object (``class_ambiguous``).
+AMBIGUOUS_IOU = 0.7
+
+
+def _iou_xyxy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """[N, M] IoU of XYXY boxes."""
+    a, b = (
+        np.asarray(a, dtype=np.float64).reshape(-1, 4),
+        np.asarray(b, dtype=np.float64).reshape(-1, 4),
+    )
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
+    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
+    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+
+
+def class_ambiguous(
+    boxes: np.ndarray,
+    scores: np.ndarray,
+    classes: np.ndarray,
+    keep: np.ndarray,
+    *,
+    min_score: float,
+    iou: float = AMBIGUOUS_IOU,
+) -> np.ndarray:
+    """The detections of ``keep`` whose object another product also claims.
+
+    A kept detection is ambiguous when a detection of a different class scoring at least
+    ``min_score`` covers the same object (IoU >= ``iou``): the teacher hesitates between two
+    products (typically a look-alike pair), and a label of either would teach its guess.
+
+    Args:
+        boxes: [N, 4] XYXY boxes of all the teacher's detections on the image.
+        scores, classes: [N] their scores and contiguous classes.
+        keep: indices of the detections selected as labels.
+        min_score: score the competing detection needs (<= 0: nothing is ambiguous).
+        iou: overlap at which two detections are one object.
+
+    Returns:
+        The ambiguous indices (a subset of ``keep``, in its order).
+    """
+    keep = np.asarray(keep, dtype=np.int64).reshape(-1)
+    if min_score <= 0 or keep.size == 0:
+        return keep[:0]
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    classes = np.asarray(classes, dtype=np.int64).reshape(-1)
+    rivals = np.flatnonzero(scores >= min_score)
+    if rivals.size == 0:
+        return keep[:0]
+    overlap = _iou_xyxy(np.asarray(boxes)[keep], np.asarray(boxes)[rivals]) >= iou
+    other = classes[keep][:, None] != classes[rivals][None, :]
+    return keep[np.any(overlap & other, axis=1)]
 
 
 def paint_regions(

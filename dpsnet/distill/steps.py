@@ -121,6 +121,7 @@ class Detectron2Steps:
             "paint_color_bgr": color,
             "accept_rule": cfg.DISTILL.ACCEPT_RULE,
             "uncertain_mode": cfg.DISTILL.UNCERTAIN_MODE,
+            "ambiguous_score": cfg.DISTILL.AMBIGUOUS_SCORE,
         }
         # The teacher's flip is DISTILL.TEACHER_FLIP alone, whatever MODEL.DPSNET.TEST_FLIP says
         # for evaluation and deployment.

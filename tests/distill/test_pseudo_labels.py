@@ -120,3 +120,26 @@ def test_paint_regions_spares_kept_boxes():
     assert painted[7, 7].tolist() == [200, 200, 200]  # inside the kept box
     assert painted[12, 20].tolist() == [200, 200, 200]  # outside every box
     assert n == 100 - 25
+
+
+def test_class_ambiguous_finds_kept_boxes_another_product_claims():
+    from dpsnet.distill.pseudo_labels import class_ambiguous
+
+    boxes = np.array(
+        [
+            [0.0, 0.0, 10.0, 10.0],  # 0: kept, class 0
+            [0.5, 0.0, 10.5, 10.0],  # 1: class 1 on the same object (IoU 0.9), score 0.3
+            [20.0, 20.0, 30.0, 30.0],  # 2: kept, class 0
+            [20.5, 20.0, 30.5, 30.0],  # 3: class 0 on object 2: same product, not a rival
+            [40.0, 40.0, 50.0, 50.0],  # 4: kept, class 1
+            [45.0, 40.0, 55.0, 50.0],  # 5: class 0 overlapping object 4 at IoU 0.33 only
+        ]
+    )
+    scores = np.array([0.9, 0.3, 0.95, 0.4, 0.8, 0.5])
+    classes = np.array([0, 1, 0, 0, 1, 0])
+    keep = np.array([0, 2, 4])
+    assert class_ambiguous(boxes, scores, classes, keep, min_score=0.2).tolist() == [0]
+    # The rival must score at least min_score; 0 switches the rule off.
+    assert class_ambiguous(boxes, scores, classes, keep, min_score=0.35).tolist() == []
+    assert class_ambiguous(boxes, scores, classes, keep, min_score=0.0).tolist() == []
+    assert class_ambiguous(boxes, scores, classes, keep[:0], min_score=0.2).tolist() == []
