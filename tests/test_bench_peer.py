@@ -1,23 +1,14 @@
 """benchmarks/bench_peer.py's adapter (COCO -> YOLO, YOLO -> COCO results, evaluation at a
 threshold chosen on val); no ultralytics needed."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location(
-        "bench_peer", ROOT / "benchmarks" / "bench_peer.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("bench_peer")
 
 
 def _split(tmp_path, name, boxes_per_image):

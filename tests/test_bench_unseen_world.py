@@ -1,22 +1,12 @@
 """benchmarks/bench_unseen_world.py: per-round rows from a distillation report, the control check,
 and bad options (the chain itself is what `make demo` and the pipeline tests run)."""
 
-import importlib.util
-from pathlib import Path
-
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location(
-        "bench_unseen_world", ROOT / "benchmarks" / "bench_unseen_world.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("bench_unseen_world")
 
 
 def _figures(cacc, map50=90.0):
