@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from dpsnet.utils.io import atomic_write_json
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RESULTS = ROOT / "benchmarks" / "results" / "unseen_world.json"
 MODE = "count_guided_off"
@@ -147,9 +149,7 @@ def main(argv=None) -> int:
     }
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
-    tmp = results.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(out, indent=1))
-    tmp.replace(results)
+    atomic_write_json(results, out, indent=1)
     print("| world | round | cAcc | control cAcc | gain | mAP50 | control mAP50 |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for w in worlds:

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
+from detectron2.structures import Boxes, pairwise_iou
 
 from dpsnet.data.catalogue import CountingLayout
 
@@ -226,21 +228,6 @@ def select_image(
 AMBIGUOUS_IOU = 0.7
 
 
-def _iou_xyxy(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """[N, M] IoU of XYXY boxes."""
-    a, b = (
-        np.asarray(a, dtype=np.float64).reshape(-1, 4),
-        np.asarray(b, dtype=np.float64).reshape(-1, 4),
-    )
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(rb - lt, 0, None), axis=2)
-    area_a = np.prod(np.clip(a[:, 2:] - a[:, :2], 0, None), axis=1)
-    area_b = np.prod(np.clip(b[:, 2:] - b[:, :2], 0, None), axis=1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
 def class_ambiguous(
     boxes: np.ndarray,
     scores: np.ndarray,
@@ -274,7 +261,8 @@ def class_ambiguous(
     rivals = np.flatnonzero(scores >= min_score)
     if rivals.size == 0:
         return keep[:0]
-    overlap = _iou_xyxy(np.asarray(boxes)[keep], np.asarray(boxes)[rivals]) >= iou
+    boxes = torch.as_tensor(np.asarray(boxes, dtype=np.float64).reshape(-1, 4))
+    overlap = pairwise_iou(Boxes(boxes[keep]), Boxes(boxes[rivals])).numpy() >= iou
     other = classes[keep][:, None] != classes[rivals][None, :]
     return keep[np.any(overlap & other, axis=1)]
 
