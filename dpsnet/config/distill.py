@@ -62,6 +62,10 @@ def add_distill_config(cfg: CN) -> None:
     # with at least this score becomes an ignore region instead (the teacher hesitates, typically
     # within a look-alike pair, and either label would teach its guess); 0: off.
     cfg.DISTILL.AMBIGUOUS_SCORE = 0.0
+    # Set-valued pseudo-labels: a kept box names every product whose teacher probability is at
+    # least this times that of the product it chose, and the student's box classifier is trained
+    # on "one of these" (-log of their summed probability); 0: hard labels (the chosen product).
+    cfg.DISTILL.CLASS_SET_RATIO = 0.0
     # Labelled split on which each round's score threshold is chosen (max cAcc) and count-guided
     # inference is judged; never the pool or EVAL_DATASET; empty: TEST.RPC.SCORE_THRESHOLD.
     cfg.DISTILL.THRESHOLD_DATASET = ""

@@ -24,8 +24,13 @@ __all__ = ["audit_pseudo_labels", "audit_pseudo_label_files", "box_iou_xywh"]
 # (box_iou_xywh is the evaluation's, re-exported for the audit's callers)
 
 
-def _match(pseudo: list[dict], gt: list[dict], iou_threshold: float) -> tuple[int, np.ndarray]:
-    """Greedy same-category matching. Returns (true positives, [M] bool: GT box matched)."""
+def _match(
+    pseudo: list[dict], gt: list[dict], iou_threshold: float, sets: bool = False
+) -> tuple[int, np.ndarray]:
+    """Greedy same-category matching. Returns (true positives, [M] bool: GT box matched).
+
+    With ``sets``, a pseudo box with a ``category_set`` matches a box of any of its categories.
+    """
     matched = np.zeros(len(gt), dtype=bool)
     if not pseudo or not gt:
         return 0, matched
@@ -34,7 +39,9 @@ def _match(pseudo: list[dict], gt: list[dict], iou_threshold: float) -> tuple[in
     gt_cats = np.array([g["category_id"] for g in gt])
     tp = 0
     for i in order:
-        cand = np.where((gt_cats == pseudo[i]["category_id"]) & ~matched, ious[i], -1.0)
+        cats = pseudo[i].get("category_set") if sets else None
+        same = np.isin(gt_cats, cats or [pseudo[i]["category_id"]])
+        cand = np.where(same & ~matched, ious[i], -1.0)
         j = int(np.argmax(cand))
         if cand[j] >= iou_threshold:
             matched[j] = True
@@ -91,7 +98,9 @@ def audit_pseudo_labels(
         positives, precision, recall over the selected images' objects; the fraction of
         image-level samples whose per-category counts are exactly right; pool recall; and for
         instance-level samples, how many unlabelled objects were painted over (or lie in ignore
-        regions); the shares of the pool's image area painted over and left as ignore regions.
+        regions); the shares of the pool's image area painted over and left as ignore regions;
+        the boxes with a ``category_set`` and the share of them matching an object of one of
+        their categories.
     """
     gt_by_image = defaultdict(list)
     for ann in groundtruth.get("annotations", []):
@@ -115,6 +124,10 @@ def audit_pseudo_labels(
         kind = img["pseudo_kind"]
         gt, ps = gt_by_image[pool_id], ps_by_image[img["id"]]
         tp, matched = _match(ps, gt, iou_threshold)
+        set_boxes = [p for p in ps if p.get("category_set")]
+        if set_boxes:
+            set_tp = _match(set_boxes, gt, iou_threshold, sets=True)[0]
+            stats["all"].update(set_boxes=len(set_boxes), set_true_positives=set_tp)
         for k in (kind, "all"):
             stats[k].update(images=1, boxes=len(ps), true_positives=tp, objects=len(gt))
         if kind == "image":
@@ -150,6 +163,12 @@ def audit_pseudo_labels(
     # Shares of the pool's image area (None when the ground truth has no image sizes).
     out["area_painted_fraction"] = _ratio(area["painted"], area["pool"])
     out["area_ignored_fraction"] = _ratio(area["ignored"], area["pool"])
+    # Set-valued pseudo-labels (DISTILL.CLASS_SET_RATIO): boxes with a set of categories, and
+    # the share of them whose object's category is in the set.
+    out["class_set_boxes"] = stats["all"]["set_boxes"]
+    out["class_set_precision"] = _ratio(
+        stats["all"]["set_true_positives"], stats["all"]["set_boxes"]
+    )
     out["iou_threshold"] = iou_threshold
     return out
 

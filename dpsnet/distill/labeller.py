@@ -26,6 +26,7 @@ from detectron2.data import DatasetCatalog, build_detection_test_loader
 from detectron2.utils import comm
 
 from dpsnet.data.catalogue import Catalogue
+from dpsnet.distill.class_sets import class_set
 from dpsnet.distill.pseudo_labels import (
     IMAGE_LEVEL,
     INSTANCE_LEVEL,
@@ -112,6 +113,8 @@ def _label_one(record, output, layout, params, image_dir, contiguous_to_dataset)
     scores = inst.scores.float().numpy()
     classes = inst.pred_classes.numpy()
     counts = output["counts"].detach().cpu().float().numpy().reshape(-1)
+    ratio = float(params.get("class_set_ratio", 0.0))
+    probs = inst.pred_probs.float().numpy() if ratio > 0 and inst.has("pred_probs") else None
     sel = select_image(
         scores,
         classes,
@@ -170,15 +173,25 @@ def _label_one(record, output, layout, params, image_dir, contiguous_to_dataset)
             for i in (sel.ignore if ignore_mode else [])
         ],
         annotations=[
-            {
-                "category_id": contiguous_to_dataset[int(classes[i])],
-                "bbox": [round(v, 2) for v in _xyxy_to_xywh(boxes[i])],
-                "score": round(float(scores[i]), 4),
-            }
+            _annotation(i, boxes, scores, classes, probs, ratio, contiguous_to_dataset)
             for i in sel.keep
         ],
     )
+    result["class_set_boxes"] = sum("category_set" in a for a in result["annotations"])
     return result
+
+
+def _annotation(i, boxes, scores, classes, probs, ratio, contiguous_to_dataset) -> dict:
+    ann = {
+        "category_id": contiguous_to_dataset[int(classes[i])],
+        "bbox": [round(v, 2) for v in _xyxy_to_xywh(boxes[i])],
+        "score": round(float(scores[i]), 4),
+    }
+    if probs is not None and ratio > 0:
+        members = class_set(probs[i], int(classes[i]), ratio)
+        if len(members) > 1:  # DISTILL.CLASS_SET_RATIO: "one of these products"
+            ann["category_set"] = [contiguous_to_dataset[int(c)] for c in members]
+    return ann
 
 
 def label_pool(
@@ -200,7 +213,9 @@ def label_pool(
         mapper: the test-time dataset mapper.
         layout_fn: C -> CountLayout, called once with the counting view's channel count.
         params: threshold, instance_threshold, uncertain_threshold, paint_color_bgr, and
-            optionally accept_rule ("all") and uncertain_mode ("paint"); see ``select_image``.
+            optionally accept_rule ("all") and uncertain_mode ("paint"), see ``select_image``,
+            ambiguous_score (0) and class_set_ratio (0: hard labels; else kept boxes get a
+            ``category_set`` from the detections' ``pred_probs``, see ``class_sets``).
         image_dir: where painted copies go.
         contiguous_to_dataset: contiguous class index -> dataset category id.
 
@@ -276,6 +291,7 @@ def summarize(results: list[dict]) -> dict:
         "dropped_uncertain_images": sum(r.get("reason") == "uncertain" for r in results),
         "ambiguous_boxes": sum(r.get("ambiguous_boxes", 0) for r in results),
         "dropped_ambiguous_images": sum(r.get("reason") == "ambiguous" for r in results),
+        "class_set_boxes": sum(r.get("class_set_boxes", 0) for r in results),
         "image_level_fraction": kinds[IMAGE_LEVEL] / n,
         "mean_predicted_count": float(np.mean(counted)) if counted else 0.0,
         "unreadable_images": sum(
@@ -314,6 +330,7 @@ def pseudo_label_json(results: list[dict], categories: list[dict], info: dict) -
                     "area": round(w * h, 2),
                     "iscrowd": 0,
                     "score": a["score"],
+                    **({"category_set": a["category_set"]} if "category_set" in a else {}),
                     "point_xy": [round(x + w / 2, 2), round(y + h / 2, 2)],
                 }
             )

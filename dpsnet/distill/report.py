@@ -274,11 +274,13 @@ def _markdown(summary: dict) -> str:
         "rejected",
         "boxes",
         "painted / ignored boxes",
+        "class-set boxes",
         "precision",
         "recall (selected)",
         "pool recall",
         "image-level exact",
         "area painted / ignored",
+        "class set holds truth",
     ]
     lines += [_row(header), "|" + "---|" * len(header)]
     for e in summary["rounds"]:
@@ -292,6 +294,7 @@ def _markdown(summary: dict) -> str:
             str(s["rejected_images"]),
             str(s["boxes"]),
             f"{s.get('painted_boxes', 0)} / {s.get('ignored_boxes', 0)}",
+            str(s.get("class_set_boxes", 0)),
         ]
         if a:
             row += [
@@ -301,9 +304,10 @@ def _markdown(summary: dict) -> str:
                 _fmt(a["image_level_exact"], 3),
                 f"{_fmt(a.get('area_painted_fraction'), 3)} / "
                 f"{_fmt(a.get('area_ignored_fraction'), 3)}",
+                _fmt(a.get("class_set_precision"), 3),
             ]
         else:
-            row += ["-"] * 5
+            row += ["-"] * 6
         lines.append(_row(row))
     lines += [
         "",
@@ -312,7 +316,9 @@ def _markdown(summary: dict) -> str:
         "box of the same category (IoU >= 0.5); recall (selected): over the objects of the "
         "selected images; image-level exact: the accuracy of image-level acceptance (accepted "
         "images whose per-category counts are exactly right); area: share of the pool's image "
-        "area painted over or left as ignore regions.",
+        "area painted over or left as ignore regions; class-set boxes (DISTILL.CLASS_SET_RATIO): "
+        "boxes labelled with a set of products, and the share of them whose object's product is "
+        "in the set.",
     ]
     curve = summary.get("curve") or {}
     if any(len(v) > 2 for v in curve.values()):

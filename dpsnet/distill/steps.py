@@ -15,6 +15,7 @@ from detectron2.evaluation import inference_on_dataset
 from detectron2.utils import comm
 
 from dpsnet.data.catalogue import Catalogue
+from dpsnet.distill.class_sets import attach_class_probabilities
 from dpsnet.distill.evaluation import CountGuidedComparison, set_count_guided
 from dpsnet.distill.labeller import (
     count_layout_from_metadata,
@@ -122,7 +123,10 @@ class Detectron2Steps:
             "accept_rule": cfg.DISTILL.ACCEPT_RULE,
             "uncertain_mode": cfg.DISTILL.UNCERTAIN_MODE,
             "ambiguous_score": cfg.DISTILL.AMBIGUOUS_SCORE,
+            "class_set_ratio": cfg.DISTILL.CLASS_SET_RATIO,
         }
+        if cfg.DISTILL.CLASS_SET_RATIO > 0:  # the teacher's detections carry their probabilities
+            attach_class_probabilities(model)
         # The teacher's flip is DISTILL.TEACHER_FLIP alone, whatever MODEL.DPSNET.TEST_FLIP says
         # for evaluation and deployment.
         if hasattr(model, "test_flip"):

@@ -22,6 +22,7 @@ from detectron2.utils import comm
 from torch.utils.data.sampler import Sampler
 
 from dpsnet.data.augment import parse_albumentations
+from dpsnet.distill.class_sets import add_class_sets, enable_class_sets
 from dpsnet.distill.ignore import add_ignore_regions, enable_ignore_regions
 from dpsnet.distill.teacher import EMAHook
 from dpsnet.engine import Trainer, build_mapper
@@ -141,6 +142,8 @@ class DistillTrainer(Trainer):
         model = super().build_model(cfg)
         if cfg.DISTILL.UNCERTAIN_MODE == "ignore":
             enable_ignore_regions(model)
+        if cfg.DISTILL.CLASS_SET_RATIO > 0:
+            enable_class_sets(model)
         return model
 
     def build_hooks(self):
@@ -196,6 +199,8 @@ def _student_mapper(cfg: CN):
     mapper = build_mapper(cfg, True)
     if cfg.DISTILL.UNCERTAIN_MODE == "ignore":
         mapper = add_ignore_regions(mapper)
+    if cfg.DISTILL.CLASS_SET_RATIO > 0:
+        mapper = add_class_sets(mapper)
     return mapper
 
 

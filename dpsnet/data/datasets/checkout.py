@@ -267,6 +267,14 @@ def load_checkout_json(
                 "category_id": cat,
                 "iscrowd": a.get("iscrowd", 0),
             }
+            if a.get("category_set"):  # set-valued pseudo-labels (DISTILL.CLASS_SET_RATIO)
+                try:
+                    obj["category_set"] = sorted(id_map[c] for c in a["category_set"])
+                except (KeyError, TypeError):
+                    raise BadInputError(
+                        f"{json_file}: annotation {a.get('id')} has a category_set with an "
+                        f"unknown category id: {a['category_set']!r}"
+                    ) from None
             if with_masks:
                 segm = a.get("segmentation")
                 if segm:  # RPC writes [] or [[]]: no mask
