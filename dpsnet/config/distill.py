@@ -66,6 +66,11 @@ def add_distill_config(cfg: CN) -> None:
     # least this times that of the product it chose, and the student's box classifier is trained
     # on "one of these" (-log of their summed probability); 0: hard labels (the chosen product).
     cfg.DISTILL.CLASS_SET_RATIO = 0.0
+    # With CLASS_SET_RATIO: two products are confusable on this pool when at least this share of
+    # the confident boxes (>= INSTANCE_THRESHOLD) the teacher names one of them leave the other
+    # within the ratio; every box named either then carries both (look-alikes found without
+    # labels, so a twin named wrongly with confidence is still covered); 0: per box only.
+    cfg.DISTILL.CLASS_SET_PAIR_SHARE = 0.0
     # Labelled split on which each round's score threshold is chosen (max cAcc) and count-guided
     # inference is judged; never the pool or EVAL_DATASET; empty: TEST.RPC.SCORE_THRESHOLD.
     cfg.DISTILL.THRESHOLD_DATASET = ""

@@ -12,6 +12,10 @@ A box whose set is one product gets the ordinary cross-entropy.
 * ``attach_class_probabilities(model)``: the teacher's detections carry ``pred_probs`` ((N, K)
   foreground class probabilities of the proposal each detection came from);
 * ``class_set`` (pure): the set of one detection;
+* ``confusion_counts``, ``confusable_pairs`` (pure, ``DISTILL.CLASS_SET_PAIR_SHARE``): products
+  the teacher hesitates between often enough on this pool (look-alikes, found without labels)
+  are confusable, and every box named one of them carries the other in its set too: a twin named
+  wrongly with confidence is then still covered;
 * ``add_class_sets(mapper)``: a training mapper's instances carry ``gt_class_sets`` ((N, K) bool)
   from the annotations' ``category_set`` (contiguous ids, see ``load_checkout_json``);
 * ``enable_class_sets(model)``: the box predictor's classification loss honours them.
@@ -27,6 +31,8 @@ __all__ = [
     "add_class_sets",
     "attach_class_probabilities",
     "class_set",
+    "confusable_pairs",
+    "confusion_counts",
     "enable_class_sets",
     "set_valued_cross_entropy",
 ]
@@ -34,28 +40,84 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def class_set(probs: np.ndarray, cls: int, ratio: float) -> np.ndarray:
+def class_set(
+    probs: np.ndarray, cls: int, ratio: float, pairs: np.ndarray | None = None
+) -> np.ndarray:
     """Sorted classes with ``probs[c] >= ratio * probs[cls]``, always including ``cls``.
 
     Args:
         probs: (K,) foreground class probabilities of one detection.
         cls: the class the detection names.
         ratio: in (0, 1]; 0 or less: ``[cls]`` alone (hard labels).
+        pairs: optional (K, K) bool, the pool's confusable products (``confusable_pairs``):
+            every product confusable with ``cls`` joins the set too.
     """
     if ratio <= 0:
         return np.array([int(cls)])
     probs = np.asarray(probs, dtype=np.float64).reshape(-1)
     members = np.flatnonzero(probs >= ratio * probs[int(cls)])
+    if pairs is not None:
+        members = np.union1d(members, np.flatnonzero(pairs[int(cls)]))
     return np.union1d(members, [int(cls)]).astype(int)
+
+
+def confusion_counts(
+    detections, num_classes: int, ratio: float, min_score: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """How often the teacher's confident boxes leave room for another product.
+
+    Args:
+        detections: iterable of (probs (N, K), classes (N,), scores (N,)) per image.
+        num_classes: K.
+        ratio: see ``class_set``.
+        min_score: only boxes scoring at least this count (those that may become labels).
+
+    Returns:
+        counts (K, K): boxes named c whose product d has ``p(d) >= ratio * p(c)``; totals (K,):
+        boxes named c (the diagonal of counts equals totals).
+    """
+    counts = np.zeros((num_classes, num_classes), dtype=np.int64)
+    totals = np.zeros(num_classes, dtype=np.int64)
+    for probs, classes, scores in detections:
+        keep = np.asarray(scores) >= min_score
+        probs = np.asarray(probs, dtype=np.float64)[keep]
+        classes = np.asarray(classes, dtype=np.int64)[keep]
+        if not len(classes):
+            continue
+        chosen = probs[np.arange(len(classes)), classes][:, None]
+        np.add.at(counts, classes, (probs >= ratio * chosen).astype(np.int64))
+        np.add.at(totals, classes, 1)
+    return counts, totals
+
+
+def confusable_pairs(counts: np.ndarray, totals: np.ndarray, share: float) -> np.ndarray:
+    """(K, K) symmetric bool: products c, d with ``counts[c, d] >= share * totals[c]`` (either
+    way round), the diagonal False. ``share`` <= 0: no pairs."""
+    k = len(totals)
+    if share <= 0:
+        return np.zeros((k, k), dtype=bool)
+    frac = counts / np.maximum(totals, 1)[:, None]
+    pairs = (frac >= share) & (totals[:, None] > 0)
+    pairs = pairs | pairs.T
+    np.fill_diagonal(pairs, False)
+    return pairs
 
 
 def attach_class_probabilities(model):
     """Make a detector's detections carry ``pred_probs`` ((N, K), the softmax of their proposal).
 
     Wraps ``model.roi_heads.box_predictor.inference`` (detectron2's ``FastRCNNOutputLayers``,
-    which returns the kept proposal of each detection). Returns the model.
+    which returns the kept proposal of each detection). Returns the model; one without that
+    box predictor is returned as it is (its detections then get hard labels, with a warning).
     """
-    predictor = model.roi_heads.box_predictor
+    predictor = getattr(getattr(model, "roi_heads", None), "box_predictor", None)
+    if predictor is None or not hasattr(predictor, "predict_probs"):
+        logger.warning(
+            "DISTILL.CLASS_SET_RATIO: %s has no detectron2 box predictor; its detections carry "
+            "no class probabilities unless it adds them itself (pred_probs)",
+            type(model).__name__,
+        )
+        return model
     inference = predictor.inference
 
     def _inference(predictions, proposals):

@@ -26,7 +26,7 @@ from detectron2.data import DatasetCatalog, build_detection_test_loader
 from detectron2.utils import comm
 
 from dpsnet.data.catalogue import Catalogue
-from dpsnet.distill.class_sets import class_set
+from dpsnet.distill.class_sets import class_set, confusable_pairs, confusion_counts
 from dpsnet.distill.pseudo_labels import (
     IMAGE_LEVEL,
     INSTANCE_LEVEL,
@@ -115,6 +115,7 @@ def _label_one(record, output, layout, params, image_dir, contiguous_to_dataset)
     counts = output["counts"].detach().cpu().float().numpy().reshape(-1)
     ratio = float(params.get("class_set_ratio", 0.0))
     probs = inst.pred_probs.float().numpy() if ratio > 0 and inst.has("pred_probs") else None
+    pairs = params.get("class_set_pairs")
     sel = select_image(
         scores,
         classes,
@@ -173,7 +174,7 @@ def _label_one(record, output, layout, params, image_dir, contiguous_to_dataset)
             for i in (sel.ignore if ignore_mode else [])
         ],
         annotations=[
-            _annotation(i, boxes, scores, classes, probs, ratio, contiguous_to_dataset)
+            _annotation(i, boxes, scores, classes, probs, (ratio, pairs), contiguous_to_dataset)
             for i in sel.keep
         ],
     )
@@ -181,14 +182,15 @@ def _label_one(record, output, layout, params, image_dir, contiguous_to_dataset)
     return result
 
 
-def _annotation(i, boxes, scores, classes, probs, ratio, contiguous_to_dataset) -> dict:
+def _annotation(i, boxes, scores, classes, probs, sets, contiguous_to_dataset) -> dict:
     ann = {
         "category_id": contiguous_to_dataset[int(classes[i])],
         "bbox": [round(v, 2) for v in _xyxy_to_xywh(boxes[i])],
         "score": round(float(scores[i]), 4),
     }
+    ratio, pairs = sets
     if probs is not None and ratio > 0:
-        members = class_set(probs[i], int(classes[i]), ratio)
+        members = class_set(probs[i], int(classes[i]), ratio, pairs)
         if len(members) > 1:  # DISTILL.CLASS_SET_RATIO: "one of these products"
             ann["category_set"] = [contiguous_to_dataset[int(c)] for c in members]
     return ann
@@ -215,7 +217,9 @@ def label_pool(
         params: threshold, instance_threshold, uncertain_threshold, paint_color_bgr, and
             optionally accept_rule ("all") and uncertain_mode ("paint"), see ``select_image``,
             ambiguous_score (0) and class_set_ratio (0: hard labels; else kept boxes get a
-            ``category_set`` from the detections' ``pred_probs``, see ``class_sets``).
+            ``category_set`` from the detections' ``pred_probs``, see ``class_sets``) with
+            class_set_pair_share (0: no pool-wide confusable products; else this function
+            sets ``params["class_set_pairs"]``, the (K, K) bool matrix it found).
         image_dir: where painted copies go.
         contiguous_to_dataset: contiguous class index -> dataset category id.
 
@@ -251,6 +255,9 @@ def label_pool(
     it = loader
     if tqdm is not None and comm.is_main_process():
         it = tqdm(loader, desc=f"pseudo-labelling (rank 0 of {comm.get_world_size()})")
+    # The teacher's outputs first (detections and counts, on the CPU), then the selection: the
+    # confusable products of DISTILL.CLASS_SET_PAIR_SHARE are a statistic of the whole pool.
+    seen = []
     with torch.no_grad():
         for inputs in it:
             outputs = model(inputs)
@@ -258,15 +265,41 @@ def label_pool(
                 if layout is None:
                     layout = layout_fn(int(out["counts"].numel()))
                 record = {k: inp[k] for k in _POOL_KEYS if k in inp}
-                results.append(
-                    _label_one(record, out, layout, params, image_dir, contiguous_to_dataset)
-                )
+                kept = {"instances": out["instances"].to("cpu"), "counts": out["counts"].cpu()}
+                kept.update({k: out[k] for k in ("height", "width") if k in out})
+                seen.append((record, kept))
+    params["class_set_pairs"] = _pool_pairs(seen, params)  # the caller may report them
+    for record, out in seen:
+        results.append(_label_one(record, out, layout, params, image_dir, contiguous_to_dataset))
     gathered = comm.gather(results, dst=0)
     if not comm.is_main_process():
         return None
     merged = [r for part in gathered for r in part]
     merged.sort(key=lambda r: r["pool_image_id"])
     return merged
+
+
+def _pool_pairs(seen: list, params: dict) -> np.ndarray | None:
+    """The pool's confusable products (all ranks' detections), or None when not asked for."""
+    ratio, share = params.get("class_set_ratio", 0.0), params.get("class_set_pair_share", 0.0)
+    with_probs = [o["instances"] for _, o in seen if o["instances"].has("pred_probs")]
+    if ratio <= 0 or share <= 0:
+        return None
+    num_classes = max((int(i.pred_probs.shape[1]) for i in with_probs), default=0)
+    num_classes = max(comm.all_gather(num_classes))
+    if num_classes == 0:
+        return None
+    detections = (
+        (i.pred_probs.float().numpy(), i.pred_classes.numpy(), i.scores.float().numpy())
+        for i in with_probs
+    )
+    counts, totals = confusion_counts(
+        detections, num_classes, ratio, params.get("instance_threshold", 0.0)
+    )
+    parts = comm.all_gather((counts, totals))
+    counts = sum(c for c, _ in parts)
+    totals = sum(t for _, t in parts)
+    return confusable_pairs(counts, totals, share)
 
 
 def summarize(results: list[dict]) -> dict:

@@ -124,6 +124,7 @@ class Detectron2Steps:
             "uncertain_mode": cfg.DISTILL.UNCERTAIN_MODE,
             "ambiguous_score": cfg.DISTILL.AMBIGUOUS_SCORE,
             "class_set_ratio": cfg.DISTILL.CLASS_SET_RATIO,
+            "class_set_pair_share": cfg.DISTILL.CLASS_SET_PAIR_SHARE,
         }
         if cfg.DISTILL.CLASS_SET_RATIO > 0:  # the teacher's detections carry their probabilities
             attach_class_probabilities(model)
@@ -145,6 +146,13 @@ class Detectron2Steps:
         stats = None
         if comm.is_main_process():
             stats = summarize(results)
+            to_id = dict(enumerate(Catalogue.from_metadata(meta).ids))
+            pairs = params.get("class_set_pairs")
+            stats["confusable_pairs"] = (
+                [[to_id[int(a)], to_id[int(b)]] for a, b in zip(*pairs.nonzero()) if a < b]
+                if pairs is not None
+                else []
+            )
             info = {
                 "description": f"pseudo-labels of {cfg.DISTILL.POOL_DATASET}, round {r}",
                 "round": r,

@@ -19,6 +19,8 @@ from dpsnet.distill.class_sets import (
     add_class_sets,
     attach_class_probabilities,
     class_set,
+    confusable_pairs,
+    confusion_counts,
     enable_class_sets,
     set_valued_cross_entropy,
 )
@@ -221,3 +223,84 @@ def test_labeller_writes_sets_and_loader_maps_them(tmp_path):
     audit = audit_pseudo_labels(data, gt)
     assert audit["all"]["precision"] == 0.5
     assert audit["class_set_boxes"] == 1 and audit["class_set_precision"] == 1.0
+
+
+def test_confusable_pairs_from_the_pools_hesitations():
+    # Boxes named 0 leave product 1 within the ratio in 2 of 4 cases; product 2 never hesitates.
+    probs = np.array(
+        [[0.9, 0.09, 0.0], [0.9, 0.01, 0.0], [0.8, 0.1, 0.0], [0.9, 0.0, 0.0], [0.0, 0.0, 0.9]]
+    )
+    classes = np.array([0, 0, 0, 0, 2])
+    scores = np.array([0.9, 0.9, 0.8, 0.9, 0.9])
+    counts, totals = confusion_counts([(probs, classes, scores)], 3, 0.1, 0.6)
+    assert totals.tolist() == [4, 0, 1]
+    assert counts[0].tolist() == [4, 1, 0]  # 0.09 < 0.1 * 0.9; 0.1 >= 0.1 * 0.8
+    low = confusion_counts([(probs, classes, np.full(5, 0.5))], 3, 0.1, 0.6)[1]
+    assert low.sum() == 0  # boxes under min_score are not counted
+    pairs = confusable_pairs(counts, totals, 0.25)
+    assert pairs[0, 1] and pairs[1, 0] and pairs.sum() == 2  # symmetric, diagonal off
+    assert not confusable_pairs(counts, totals, 0.5).any()
+    assert not confusable_pairs(counts, totals, 0.0).any()
+    # A box named 1 with no hesitation of its own still carries its twin.
+    assert class_set(np.array([0.0, 0.95, 0.0]), 1, 0.1, pairs).tolist() == [0, 1]
+    assert class_set(np.array([0.0, 0.95, 0.0]), 1, 0.1).tolist() == [1]
+
+
+class _HesitantTeacher(torch.nn.Module):
+    """Even-ranked pool images: product 0 with product 1 close behind, and a sure product 2;
+    odd-ranked: a sure product 1 and a sure product 2."""
+
+    def __init__(self, ids):
+        super().__init__()
+        self.rank = {image_id: i for i, image_id in enumerate(sorted(ids))}
+
+    def forward(self, inputs):
+        outs = []
+        for x in inputs:
+            even = self.rank[x["image_id"]] % 2 == 0
+            inst = Instances((x["height"], x["width"]))
+            inst.pred_boxes = Boxes(torch.tensor([[10.0, 10.0, 50.0, 60.0], [80, 80, 120, 120]]))
+            inst.scores = torch.tensor([0.9, 0.95])
+            inst.pred_classes = torch.tensor([0 if even else 1, 2])
+            first = [0.9, 0.08, 0.0] if even else [0.0, 0.9, 0.0]
+            inst.pred_probs = torch.tensor([first + [0.0] * 17, [0.0, 0.0, 0.95] + [0.0] * 17])
+            outs.append({"instances": inst, "counts": torch.tensor([2.0])})
+        return outs
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5])
+def test_label_pool_finds_confusable_pairs_over_the_pool(mini_world, tmp_path, share):
+    from detectron2.data import DatasetCatalog
+
+    from dpsnet.distill.loop import Detectron2Steps
+    from dpsnet.engine import load_config
+
+    class Steps(Detectron2Steps):
+        def _load(self, cfg, weights):
+            return _HesitantTeacher([r["image_id"] for r in DatasetCatalog.get(names["pool"])])
+
+    names = mini_world.names
+    opts = [
+        "DATASETS.TRAIN", f"('{names['train']}',)",
+        "DISTILL.POOL_DATASET", names["pool"],
+        "DISTILL.COUNT_LEVELS", "['total']",
+        "DISTILL.CLASS_SET_RATIO", "0.05",
+        "DISTILL.CLASS_SET_PAIR_SHARE", str(share),
+        "DISTILL.INSTANCE_THRESHOLD", "0.6",
+        "OUTPUT_DIR", str(tmp_path),
+    ]  # fmt: skip
+    cfg = load_config(None, opts)
+    out_json = tmp_path / "pseudo_labels.json"
+    stats = Steps().label(cfg, "teacher.pth", 1, out_json)
+    data = json.loads(out_json.read_text())
+    ids = [c["id"] for c in sorted(data["categories"], key=lambda c: c["id"])]
+    sets = {a["category_id"]: a.get("category_set") for a in data["annotations"]}
+    assert sets[ids[0]] == [ids[0], ids[1]]  # its own hesitation
+    assert sets[ids[2]] is None  # sure, and confusable with nothing
+    if share:
+        # Every box named 0 hesitated towards 1: the pair is confusable, and the sure boxes
+        # named 1 carry 0 too.
+        assert stats["confusable_pairs"] == [[ids[0], ids[1]]]
+        assert sets[ids[1]] == [ids[0], ids[1]]
+    else:
+        assert stats["confusable_pairs"] == [] and sets[ids[1]] is None
