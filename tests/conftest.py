@@ -102,3 +102,42 @@ def load_benchmark():
         return module
 
     return load
+
+
+@pytest.fixture
+def one_image_labelling():
+    """``labeller._label_one`` on one 100x100 tray (image id 7) with a "total" counting view.
+
+    ``.output(boxes, scores, classes, count, probs=None)`` builds a teacher's output;
+    ``.label(output, **params)`` selects (image level 0.8, keep 0.6, uncertain 0.3, ignore mode,
+    plus ``params``); contiguous classes 0, 1, 2 are dataset ids 10, 11, 12.
+    """
+    from types import SimpleNamespace
+
+    from detectron2.structures import Boxes, Instances
+
+    from dpsnet.distill.labeller import _label_one
+    from dpsnet.distill.pseudo_labels import CountLayout
+
+    def output(boxes, scores, classes, count, probs=None):
+        inst = Instances((100, 100))
+        inst.pred_boxes = Boxes(torch.tensor(boxes))
+        inst.scores = torch.tensor(scores)
+        inst.pred_classes = torch.tensor(classes)
+        if probs is not None:
+            inst.pred_probs = torch.tensor(probs)
+        return {"instances": inst, "counts": torch.tensor([count])}
+
+    base = {
+        "threshold": 0.8,
+        "instance_threshold": 0.6,
+        "uncertain_threshold": 0.3,
+        "uncertain_mode": "ignore",
+    }
+    record = {"image_id": 7, "file_name": "tray.jpg", "height": 100, "width": 100}
+
+    def label(out, **params):
+        layout = CountLayout(("total",), 3)
+        return _label_one(record, out, layout, {**base, **params}, None, {0: 10, 1: 11, 2: 12})
+
+    return SimpleNamespace(output=output, label=label)

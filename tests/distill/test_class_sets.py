@@ -24,8 +24,7 @@ from dpsnet.distill.class_sets import (
     enable_class_sets,
     set_valued_cross_entropy,
 )
-from dpsnet.distill.labeller import _label_one, pseudo_label_json, summarize
-from dpsnet.distill.pseudo_labels import CountLayout
+from dpsnet.distill.labeller import pseudo_label_json, summarize
 from dpsnet.utils.io import BadInputError
 
 
@@ -162,38 +161,20 @@ def test_mapper_attaches_class_sets():
     assert not plain["instances"].has("gt_class_sets")
 
 
-def _output(boxes, scores, classes, probs, count):
-    inst = Instances((100, 100))
-    inst.pred_boxes = Boxes(torch.tensor(boxes))
-    inst.scores = torch.tensor(scores)
-    inst.pred_classes = torch.tensor(classes)
-    inst.pred_probs = torch.tensor(probs)
-    return {"instances": inst, "counts": torch.tensor([count])}
-
-
-def test_labeller_writes_sets_and_loader_maps_them(tmp_path):
-    layout = CountLayout(("total",), 3)
-    params = {
-        "threshold": 0.8,
-        "instance_threshold": 0.6,
-        "uncertain_threshold": 0.3,
-        "uncertain_mode": "ignore",
-        "class_set_ratio": 0.1,
-    }
-    record = {"image_id": 7, "file_name": "tray.jpg", "height": 100, "width": 100}
-    ids = {0: 10, 1: 11, 2: 12}
+def test_labeller_writes_sets_and_loader_maps_them(tmp_path, one_image_labelling):
+    output, label = one_image_labelling.output, one_image_labelling.label
     # Box A: product 0 at 0.85 with product 1 at 0.12 (a twin); box B: product 2, sure.
-    out = _output(
+    out = output(
         [[0.0, 0.0, 20.0, 20.0], [50.0, 50.0, 70.0, 70.0]],
         [0.85, 0.7],
         [0, 2],
-        [[0.85, 0.12, 0.01], [0.01, 0.02, 0.7]],
         3.0,  # the counting view disagrees: instance level
+        probs=[[0.85, 0.12, 0.01], [0.01, 0.02, 0.7]],
     )
-    r = _label_one(record, out, layout, params, None, ids)
+    r = label(out, class_set_ratio=0.1)
     assert [a.get("category_set") for a in r["annotations"]] == [[10, 11], None]
     assert r["class_set_boxes"] == 1 and summarize([r])["class_set_boxes"] == 1
-    off = _label_one(record, out, layout, {**params, "class_set_ratio": 0.0}, None, ids)
+    off = label(out, class_set_ratio=0.0)
     assert not any("category_set" in a for a in off["annotations"])
 
     r["file_name"] = str(tmp_path / "tray.jpg")

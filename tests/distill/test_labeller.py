@@ -307,27 +307,10 @@ def test_teacher_flip_follows_its_own_key_not_test_flip(mini_world, tmp_path, te
     assert teacher.test_flip is teacher_flip
 
 
-def test_ambiguous_kept_boxes_become_ignore_regions():
-    from dpsnet.distill.labeller import _label_one, summarize
-    from dpsnet.distill.pseudo_labels import CountLayout
+def test_ambiguous_kept_boxes_become_ignore_regions(one_image_labelling):
+    from dpsnet.distill.labeller import summarize
 
-    def output(boxes, scores, classes, count):
-        inst = Instances((100, 100))
-        inst.pred_boxes = Boxes(torch.tensor(boxes))
-        inst.scores = torch.tensor(scores)
-        inst.pred_classes = torch.tensor(classes)
-        return {"instances": inst, "counts": torch.tensor([count])}
-
-    layout = CountLayout(("total",), 3)
-    params = {
-        "threshold": 0.8,
-        "instance_threshold": 0.6,
-        "uncertain_threshold": 0.3,
-        "uncertain_mode": "ignore",
-        "ambiguous_score": 0.2,
-    }
-    record = {"image_id": 7, "file_name": "tray.jpg", "height": 100, "width": 100}
-    ids = {0: 10, 1: 11, 2: 12}
+    output, label = one_image_labelling.output, one_image_labelling.label
     # Object A: product 0 at 0.9 with product 1 at 0.25 on it; object B: product 2 alone.
     out = output(
         [[0.0, 0.0, 20.0, 20.0], [1.0, 0.0, 21.0, 20.0], [50.0, 50.0, 70.0, 70.0]],
@@ -335,17 +318,17 @@ def test_ambiguous_kept_boxes_become_ignore_regions():
         [0, 1, 2],
         3.0,  # the counting view disagrees: instance level
     )
-    r = _label_one(record, out, layout, params, None, ids)
+    r = label(out, ambiguous_score=0.2)
     assert r["kind"] == "instance"
     assert [a["category_id"] for a in r["annotations"]] == [12]
     assert [b["category_id"] for b in r["ignore_boxes"]] == [10]
     assert r["ambiguous_boxes"] == 1
     # Off (0): the product-0 box is a label again.
-    r_off = _label_one(record, out, layout, {**params, "ambiguous_score": 0.0}, None, ids)
+    r_off = label(out, ambiguous_score=0.0)
     assert sorted(a["category_id"] for a in r_off["annotations"]) == [10, 12]
     # Only an ambiguous box was kept: the image is rejected, and counted as such.
     alone = output([[0.0, 0.0, 20.0, 20.0], [1.0, 0.0, 21.0, 20.0]], [0.9, 0.25], [0, 1], 3.0)
-    r_alone = _label_one(record, alone, layout, params, None, ids)
+    r_alone = label(alone, ambiguous_score=0.2)
     assert r_alone["kind"] == "rejected" and r_alone["reason"] == "ambiguous"
     stats = summarize([r, r_alone])
     assert stats["ambiguous_boxes"] == 2 and stats["dropped_ambiguous_images"] == 1
