@@ -13,6 +13,7 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import MetadataCatalog
 from detectron2.evaluation import inference_on_dataset
 from detectron2.utils import comm
+from detectron2.utils.env import seed_all_rng
 
 from dpsnet.data.catalogue import Catalogue
 from dpsnet.distill.class_sets import attach_class_probabilities
@@ -61,6 +62,12 @@ class Detectron2Steps:
     """The real work of each stage, with dpsnet's (distillation) trainer."""
 
     def train(self, cfg) -> str:
+        # Every stage from its own seed (SEED + round): its data order and augmentations then
+        # do not depend on what ran before it in this process (detectron2's default sampler
+        # draws its seed from the global RNG), so a resumed chain trains what an unbroken one
+        # does, and the control of a round does not depend on its distilled twin.
+        if cfg.SEED >= 0:
+            seed_all_rng(cfg.SEED + comm.get_rank())
         trainer = DistillTrainer(cfg)
         trainer.resume_or_load(resume=True)
         trainer.train()

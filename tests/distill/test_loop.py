@@ -347,3 +347,35 @@ def test_audit_reads_a_labelled_pool_split(tmp_path):
         assert _groundtruth_path(c) is None
     finally:
         MetadataCatalog.remove(name)
+
+
+@pytest.mark.parametrize("seed", [3, -1])
+def test_each_stage_trains_from_its_own_seed(monkeypatch, seed):
+    """Detectron2Steps.train re-seeds before building the trainer: what ran before it in the
+    process (another arm's training) does not change a stage's random draws."""
+    import numpy as np
+    import torch
+
+    from dpsnet.distill import steps as steps_module
+
+    drawn = []
+
+    class Recorder:
+        def __init__(self, cfg):
+            drawn.append((int(np.random.randint(1 << 30)), int(torch.randint(1 << 30, (1,)))))
+
+        def resume_or_load(self, resume):
+            pass
+
+        def train(self):
+            pass
+
+    monkeypatch.setattr(steps_module, "DistillTrainer", Recorder)
+    c = get_cfg()
+    c.SEED = seed
+    steps = steps_module.Detectron2Steps()
+    steps.train(c)
+    np.random.rand(17)  # another arm's training consumed the global RNGs meanwhile
+    torch.rand(5)
+    steps.train(c)
+    assert (drawn[0] == drawn[1]) == (seed >= 0)
