@@ -26,6 +26,7 @@ import logging
 import numpy as np
 import torch
 from detectron2.layers import cat
+from detectron2.utils import comm
 
 __all__ = [
     "add_class_sets",
@@ -34,6 +35,7 @@ __all__ = [
     "confusable_pairs",
     "confusion_counts",
     "enable_class_sets",
+    "pool_confusable_pairs",
     "set_valued_cross_entropy",
 ]
 
@@ -101,6 +103,36 @@ def confusable_pairs(counts: np.ndarray, totals: np.ndarray, share: float) -> np
     pairs = pairs | pairs.T
     np.fill_diagonal(pairs, False)
     return pairs
+
+
+def pool_confusable_pairs(
+    instances, ratio: float, share: float, min_score: float
+) -> np.ndarray | None:
+    """The confusable products of a whole pool (summed over all ranks' detections).
+
+    Args:
+        instances: this rank's teacher detections (detectron2 ``Instances`` on the CPU), those
+            with ``pred_probs`` counted.
+        ratio, share, min_score: see ``class_set``, ``confusable_pairs``, ``confusion_counts``.
+
+    Returns:
+        (K, K) bool, or None when ``ratio`` or ``share`` is off or no detection has
+        probabilities. Every rank must call it (it gathers).
+    """
+    if ratio <= 0 or share <= 0:
+        return None
+    with_probs = [i for i in instances if i.has("pred_probs")]
+    num_classes = max((int(i.pred_probs.shape[1]) for i in with_probs), default=0)
+    num_classes = max(comm.all_gather(num_classes))
+    if num_classes == 0:
+        return None
+    detections = (
+        (i.pred_probs.float().numpy(), i.pred_classes.numpy(), i.scores.float().numpy())
+        for i in with_probs
+    )
+    counts, totals = confusion_counts(detections, num_classes, ratio, min_score)
+    parts = comm.all_gather((counts, totals))
+    return confusable_pairs(sum(c for c, _ in parts), sum(t for _, t in parts), share)
 
 
 def attach_class_probabilities(model):

@@ -26,7 +26,7 @@ from detectron2.data import DatasetCatalog, build_detection_test_loader
 from detectron2.utils import comm
 
 from dpsnet.data.catalogue import Catalogue
-from dpsnet.distill.class_sets import class_set, confusable_pairs, confusion_counts
+from dpsnet.distill.class_sets import class_set, pool_confusable_pairs
 from dpsnet.distill.pseudo_labels import (
     IMAGE_LEVEL,
     INSTANCE_LEVEL,
@@ -268,7 +268,12 @@ def label_pool(
                 kept = {"instances": out["instances"].to("cpu"), "counts": out["counts"].cpu()}
                 kept.update({k: out[k] for k in ("height", "width") if k in out})
                 seen.append((record, kept))
-    params["class_set_pairs"] = _pool_pairs(seen, params)  # the caller may report them
+    params["class_set_pairs"] = pool_confusable_pairs(  # the caller may report them
+        [out["instances"] for _, out in seen],
+        params.get("class_set_ratio", 0.0),
+        params.get("class_set_pair_share", 0.0),
+        params.get("instance_threshold", 0.0),
+    )
     for record, out in seen:
         results.append(_label_one(record, out, layout, params, image_dir, contiguous_to_dataset))
     gathered = comm.gather(results, dst=0)
@@ -277,29 +282,6 @@ def label_pool(
     merged = [r for part in gathered for r in part]
     merged.sort(key=lambda r: r["pool_image_id"])
     return merged
-
-
-def _pool_pairs(seen: list, params: dict) -> np.ndarray | None:
-    """The pool's confusable products (all ranks' detections), or None when not asked for."""
-    ratio, share = params.get("class_set_ratio", 0.0), params.get("class_set_pair_share", 0.0)
-    with_probs = [o["instances"] for _, o in seen if o["instances"].has("pred_probs")]
-    if ratio <= 0 or share <= 0:
-        return None
-    num_classes = max((int(i.pred_probs.shape[1]) for i in with_probs), default=0)
-    num_classes = max(comm.all_gather(num_classes))
-    if num_classes == 0:
-        return None
-    detections = (
-        (i.pred_probs.float().numpy(), i.pred_classes.numpy(), i.scores.float().numpy())
-        for i in with_probs
-    )
-    counts, totals = confusion_counts(
-        detections, num_classes, ratio, params.get("instance_threshold", 0.0)
-    )
-    parts = comm.all_gather((counts, totals))
-    counts = sum(c for c, _ in parts)
-    totals = sum(t for _, t in parts)
-    return confusable_pairs(counts, totals, share)
 
 
 def summarize(results: list[dict]) -> dict:

@@ -141,6 +141,7 @@ class Detectron2Steps:
             model.test_flip = bool(cfg.DISTILL.TEACHER_FLIP)
         elif cfg.DISTILL.TEACHER_FLIP:
             model = FlipTeacher(model)
+        to_id = dict(enumerate(Catalogue.from_metadata(meta).ids))  # contiguous -> dataset id
         results = label_pool(
             model,
             pool_records(cfg.DISTILL.POOL_DATASET),
@@ -148,12 +149,11 @@ class Detectron2Steps:
             layout_fn=lambda n: count_layout_from_metadata(meta, n, count_levels(cfg)),
             params=params,
             image_dir=out_json.parent / "images",
-            contiguous_to_dataset=dict(enumerate(Catalogue.from_metadata(meta).ids)),
+            contiguous_to_dataset=to_id,
         )
         stats = None
         if comm.is_main_process():
             stats = summarize(results)
-            to_id = dict(enumerate(Catalogue.from_metadata(meta).ids))
             pairs = params.get("class_set_pairs")
             stats["confusable_pairs"] = (
                 [[to_id[int(a)], to_id[int(b)]] for a, b in zip(*pairs.nonzero()) if a < b]

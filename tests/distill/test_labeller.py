@@ -1,6 +1,7 @@
 """Pseudo-labelling the mini world's pool with a scripted teacher: JSON, painting, registration."""
 
 import builtins
+import json
 
 import numpy as np
 import pytest
@@ -332,3 +333,57 @@ def test_ambiguous_kept_boxes_become_ignore_regions(one_image_labelling):
     assert r_alone["kind"] == "rejected" and r_alone["reason"] == "ambiguous"
     stats = summarize([r, r_alone])
     assert stats["ambiguous_boxes"] == 2 and stats["dropped_ambiguous_images"] == 1
+
+
+class HesitantTeacher(ScriptedTeacher):
+    """With class probabilities (DISTILL.CLASS_SET_*). Even-ranked pool images: product 0 with
+    product 1 close behind, and a sure product 2; odd-ranked: a sure product 1 and product 2."""
+
+    def forward(self, inputs):
+        outs = []
+        for x in inputs:
+            even = self.rank[x["image_id"]] % 2 == 0
+            inst = Instances((x["height"], x["width"]))
+            inst.pred_boxes = Boxes(torch.tensor([[10.0, 10.0, 50.0, 60.0], [80, 80, 120, 120]]))
+            inst.scores = torch.tensor([0.9, 0.95])
+            inst.pred_classes = torch.tensor([0 if even else 1, 2])
+            first = [0.9, 0.08, 0.0] if even else [0.0, 0.9, 0.0]
+            inst.pred_probs = torch.tensor([first + [0.0] * 17, [0.0, 0.0, 0.95] + [0.0] * 17])
+            outs.append({"instances": inst, "counts": torch.tensor([2.0])})
+        return outs
+
+
+@pytest.mark.parametrize("share", [0.0, 0.5])
+def test_label_pool_finds_confusable_pairs_over_the_pool(mini_world, tmp_path, share):
+    from dpsnet.engine import load_config
+
+    class Steps(ScriptedSteps):
+        def _load(self, cfg, weights):
+            return HesitantTeacher(self.ids)
+
+    names = mini_world.names
+    opts = [
+        "DATASETS.TRAIN", f"('{names['train']}',)",
+        "DISTILL.POOL_DATASET", names["pool"],
+        "DISTILL.COUNT_LEVELS", "['total']",
+        "DISTILL.CLASS_SET_RATIO", "0.05",
+        "DISTILL.CLASS_SET_PAIR_SHARE", str(share),
+        "DISTILL.INSTANCE_THRESHOLD", "0.6",
+        "OUTPUT_DIR", str(tmp_path),
+    ]  # fmt: skip
+    cfg = load_config(None, opts)
+    out_json = tmp_path / "pseudo_labels.json"
+    ids_pool = [r["image_id"] for r in DatasetCatalog.get(names["pool"])]
+    stats = Steps(ids_pool).label(cfg, "teacher.pth", 1, out_json)
+    data = json.loads(out_json.read_text())
+    ids = [c["id"] for c in sorted(data["categories"], key=lambda c: c["id"])]
+    sets = {a["category_id"]: a.get("category_set") for a in data["annotations"]}
+    assert sets[ids[0]] == [ids[0], ids[1]]  # its own hesitation
+    assert sets[ids[2]] is None  # sure, and confusable with nothing
+    if share:
+        # Every box named 0 hesitated towards 1: the pair is confusable, and the sure boxes
+        # named 1 carry 0 too.
+        assert stats["confusable_pairs"] == [[ids[0], ids[1]]]
+        assert sets[ids[1]] == [ids[0], ids[1]]
+    else:
+        assert stats["confusable_pairs"] == [] and sets[ids[1]] is None
