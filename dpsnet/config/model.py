@@ -21,6 +21,12 @@ def add_model_config(cfg: CN) -> None:
     # the two views (dpsnet/modeling/flip.py; a detection of one view only keeps half its score).
     # Twice the inference time; the distillation teacher has its own switch, DISTILL.TEACHER_FLIP.
     cfg.MODEL.DPSNET.TEST_FLIP = False
+    # Cross-class merging (beyond the paper): at inference, detections of different products
+    # overlapping above this IoU are one object, named by the best and scored by their summed
+    # scores, capped at 1 (dpsnet/modeling/postprocess.py). Faster R-CNN's per-class NMS keeps a
+    # box per product the classifier hesitates between, which splits an object's score between
+    # look-alikes: counted twice at a low threshold, missed at a high one. 0: off (detectron2).
+    cfg.MODEL.DPSNET.CROSS_CLASS_IOU = 0.0
 
     # The counting pyramid (the paper's second, top-down pyramid), built on the detection FPN's
     # outputs by the "build_dpsnet_resnet_fpn_backbone" backbone and fused at

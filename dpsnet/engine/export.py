@@ -85,6 +85,14 @@ def load_eager(weights: str, config_file: str | None = None, opts: list[str] | N
                 "on merged scores)",
                 weights,
             )
+        if cfg.MODEL.DPSNET.CROSS_CLASS_IOU > 0:
+            logger.warning(
+                "%s was configured with MODEL.DPSNET.CROSS_CLASS_IOU: the export leaves "
+                "detections of different products apart (apply "
+                "dpsnet.modeling.postprocess.merge_across_classes to its outputs to match it; its "
+                "stored threshold was chosen on merged scores)",
+                weights,
+            )
     cfg.freeze()
     model = load_external_parts(build_model(cfg), cfg)
     DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)

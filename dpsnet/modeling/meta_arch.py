@@ -22,7 +22,7 @@ from dpsnet.data.density import density_layout_from_config
 from dpsnet.modeling.backbone import DPSNetFPN
 from dpsnet.modeling.counting_head import build_counting_head
 from dpsnet.modeling.flip import merge_flip_outputs, mirror_inputs
-from dpsnet.modeling.postprocess import select_by_count
+from dpsnet.modeling.postprocess import merge_across_classes, select_by_count
 
 __all__ = ["DPSNet"]
 
@@ -46,6 +46,10 @@ class DPSNet(GeneralizedRCNN):
         test_flip: at inference (``forward`` in eval mode), also run each image's mirror image
             and merge the two views (:mod:`dpsnet.modeling.flip`); ``inference`` itself is
             always one view.
+        cross_class_iou: above 0, ``forward`` in eval mode (after the flip merge) makes
+            detections of different products overlapping above this IoU one detection, scored
+            by their summed scores (:func:`~dpsnet.modeling.postprocess.merge_across_classes`);
+            ``inference`` itself leaves them apart.
         **kwargs: as :class:`detectron2.modeling.GeneralizedRCNN`.
     """
 
@@ -59,6 +63,7 @@ class DPSNet(GeneralizedRCNN):
         mass: float = 100.0,
         count_guided: dict | None = None,
         test_flip: bool = False,
+        cross_class_iou: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -68,6 +73,7 @@ class DPSNet(GeneralizedRCNN):
         self.mass = mass
         self.count_guided = count_guided
         self.test_flip = test_flip
+        self.cross_class_iou = cross_class_iou
         self.register_load_state_dict_post_hook(_fresh_counting_view_hook)
 
     @classmethod
@@ -78,6 +84,7 @@ class DPSNet(GeneralizedRCNN):
         ret["density_stride"] = cfg.MODEL.COUNTING_HEAD.STRIDE
         ret["mass"] = cfg.MODEL.COUNTING_HEAD.MASS
         ret["test_flip"] = cfg.MODEL.DPSNET.TEST_FLIP
+        ret["cross_class_iou"] = cfg.MODEL.DPSNET.CROSS_CLASS_IOU
         guided = cfg.MODEL.DPSNET.COUNT_GUIDED
         if guided.ENABLED:
             layout = density_layout_from_config(cfg, in_memory=True)  # reads no file
@@ -104,8 +111,13 @@ class DPSNet(GeneralizedRCNN):
         """
         if not self.training:
             if self.test_flip:
-                return self._flip_inference(batched_inputs)
-            return self.inference(batched_inputs)
+                outputs = self._flip_inference(batched_inputs)
+            else:
+                outputs = self.inference(batched_inputs)
+            if self.cross_class_iou > 0:
+                for out in outputs:
+                    out["instances"] = merge_across_classes(out["instances"], self.cross_class_iou)
+            return outputs
         images = self.preprocess_image(batched_inputs)
         gt_instances = None
         if "instances" in batched_inputs[0]:

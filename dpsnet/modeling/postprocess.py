@@ -11,12 +11,20 @@ within bounds set by the score:
 * in between, detections are taken in decreasing score order while the group has fewer than N.
 
 The receipt therefore no longer hinges on one threshold for the uncertain detections only.
+
+Cross-class merging (``merge_across_classes``): Faster R-CNN suppresses duplicates per class, so
+one object the classifier hesitates on keeps a box for each product it hesitates between (a
+look-alike pair: 0.5 and 0.4), and the object's probability is split between them. A global
+score threshold then either counts the object twice (low threshold) or not at all (high). Merged,
+the object is one detection named by its best product, scored by the sum of its detections'
+scores (capped at 1): how sure the model is that an object is there, not which product it is.
 """
 
 import torch
-from detectron2.structures import Instances
+from detectron2.layers import nms
+from detectron2.structures import Instances, pairwise_iou
 
-__all__ = ["count_guided_keep", "select_by_count"]
+__all__ = ["count_guided_keep", "merge_across_classes", "select_by_count"]
 
 
 def count_guided_keep(
@@ -81,3 +89,32 @@ def select_by_count(
         instances.scores, groups, counts, min_score=min_score, keep_score=keep_score
     )
     return instances[keep]
+
+
+def merge_across_classes(instances: Instances, iou: float) -> Instances:
+    """One detection per object, whatever product each of its detections names.
+
+    Greedy non-maximum suppression across classes (detectron2's ``nms``, IoU above ``iou``
+    suppresses): each kept detection keeps its box, product and every other field, and its score
+    becomes the sum of its own and of the scores of the detections it suppressed, capped at 1.
+
+    Args:
+        instances: one image's detections with ``pred_boxes``, ``scores`` and ``pred_classes``.
+        iou: overlap above which two detections are one object.
+
+    Returns:
+        The merged detections, by decreasing score.
+    """
+    if len(instances) < 2:
+        return instances
+    boxes = instances.pred_boxes
+    scores = instances.scores.float()
+    keep = nms(boxes.tensor.float(), scores, iou)  # by decreasing score
+    # a suppressed detection belongs to the first (best) kept one that overlaps it: that is the
+    # one that suppressed it
+    owner = (pairwise_iou(boxes[keep], boxes) > iou).float().argmax(dim=0)
+    owner[keep] = torch.arange(len(keep), device=owner.device)
+    summed = torch.zeros(len(keep), device=scores.device).index_add_(0, owner, scores)
+    merged = instances[keep]
+    merged.scores = summed.clamp(max=1.0).to(instances.scores.dtype)
+    return merged[torch.argsort(merged.scores, descending=True, stable=True)]

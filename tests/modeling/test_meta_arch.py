@@ -128,6 +128,27 @@ def test_test_flip_merges_each_image_with_its_mirror(cfg, make_input):
     assert one[0]["counts"].tolist() == pytest.approx(views[0][0]["counts"].tolist())
 
 
+def test_cross_class_merge_applies_to_forward_not_to_inference(cfg, make_input):
+    from dpsnet.modeling.postprocess import merge_across_classes
+
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0  # a random head: many overlapping products
+    torch.manual_seed(0)
+    plain = build_model(cfg).eval()
+    cfg.MODEL.DPSNET.CROSS_CLASS_IOU = 0.5
+    merging = build_model(cfg).eval()
+    merging.load_state_dict(plain.state_dict())
+    inputs = batch(make_input)
+    with torch.no_grad():
+        before, after = plain(inputs), merging(inputs)
+        one = merging.inference(inputs)
+    assert len(after[0]["instances"]) < len(before[0]["instances"])
+    for b, a, o in zip(before, after, one, strict=True):
+        expected = merge_across_classes(b["instances"], 0.5)
+        assert a["instances"].scores.tolist() == pytest.approx(expected.scores.tolist())
+        assert a["instances"].pred_classes.tolist() == expected.pred_classes.tolist()
+        assert len(o["instances"]) == len(b["instances"])  # inference() leaves them apart
+
+
 def test_count_guided_inference_keeps_the_predicted_number(cfg, make_input):
     inputs = [make_input(97, 123, BOXES, [0, 2]), make_input(61, 77, [], [])]
     torch.manual_seed(0)
