@@ -2,21 +2,32 @@
 """Evaluate a COCO-format results file on an RPC annotation file, as rpctool's command line does.
 
     python tools/evaluate_rpc.py RESULTS.json ANNOTATIONS.json [--levels easy,medium,hard,averaged]
-        [--threshold T | --search] [--no-map] [--output-dir DIR]
+        [--threshold T | --search] [--no-map] [--output-dir DIR] [--cross-class-iou IOU]
 
 Without --threshold or --search, both protocols are reported: the fixed threshold 0.5 (the
 deployable figure) and rpctool's threshold searched on the evaluated set (optimistic).
 Prints a Markdown table; with --output-dir also writes rpc_metrics.json and rpc_metrics.md.
+With --cross-class-iou, detections of different products overlapping above that IoU are first
+merged into one per object, as ``MODEL.DPSNET.CROSS_CLASS_IOU`` does at inference (to measure
+the merge on saved results, a model's or any other detector's).
 """
 
+import dpsnet  # noqa: F401  (first: applies the detectron2 shims)
+
+# isort: split
 import json
 import logging
 import sys
 
-import dpsnet  # noqa: F401  (applies the detectron2 shims)
+import numpy as np
+import torch
+from detectron2.structures import Boxes, BoxMode, Instances
+
 from dpsnet.data.datasets.checkout import CLUTTER_LEVELS
 from dpsnet.engine.cli import ArgumentParser, int_at_least, name_list, run, unit_float
+from dpsnet.evaluation.results_io import Detections
 from dpsnet.evaluation.rpc_report import evaluate_files, markdown_report
+from dpsnet.modeling.postprocess import merge_across_classes
 from dpsnet.utils.io import BadInputError
 
 #: Names ``--levels`` accepts: RPC's clutter levels and "averaged" (every image).
@@ -45,7 +56,37 @@ def parse_args(argv=None):
         "--top-k", type=int_at_least(1), default=10, help="rows of the error-analysis tables"
     )
     parser.add_argument("--json", action="store_true", help="print the flat metrics as JSON")
+    parser.add_argument(
+        "--cross-class-iou",
+        type=unit_float,
+        default=0.0,
+        help="first merge detections of different products overlapping above this IoU into one "
+        "(named by the best, scored by the summed scores; 0: off)",
+    )
     return parser.parse_args(argv)
+
+
+def merge_classes(dets: Detections, iou: float) -> Detections:
+    """``merge_across_classes`` on each image's detections (kept in image order)."""
+    parts = []
+    for image in np.unique(dets.image_index):
+        d = dets.select(dets.image_index == image)
+        inst = Instances((0, 0))
+        xyxy = BoxMode.convert(d.bbox, BoxMode.XYWH_ABS, BoxMode.XYXY_ABS)
+        inst.pred_boxes = Boxes(torch.as_tensor(xyxy, dtype=torch.float64))
+        inst.scores = torch.as_tensor(d.score, dtype=torch.float64)
+        inst.pred_classes = torch.as_tensor(d.category_index)
+        inst.row = torch.arange(len(d))
+        merged = merge_across_classes(inst, iou)
+        kept = d.select(merged.row.numpy())
+        kept.score = merged.scores.numpy()
+        parts.append(kept)
+    if not parts:
+        return dets
+    return Detections(*(np.concatenate([getattr(p, k) for p in parts]) for k in _FIELDS))
+
+
+_FIELDS = ("image_index", "category_index", "bbox", "score")
 
 
 def main(argv=None) -> int:
@@ -65,6 +106,11 @@ def main(argv=None) -> int:
             compute_map=not args.no_map,
             output_dir=args.output_dir,
             top_k=args.top_k,
+            transform=(
+                (lambda d: merge_classes(d, args.cross_class_iou))
+                if args.cross_class_iou > 0
+                else None
+            ),
         )
     except BadInputError as e:  # a malformed results or annotation file: bad input
         print(f"error: {e}", file=sys.stderr)

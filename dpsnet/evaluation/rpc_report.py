@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -367,10 +367,13 @@ def evaluate_files(
     compute_map: bool = True,
     output_dir: str | os.PathLike | None = None,
     top_k: int = 10,
+    transform: Callable[[Detections], Detections] | None = None,
 ) -> dict:
     """Evaluate a COCO results file against an RPC annotation file (``tools/evaluate_rpc.py``).
 
-    Every image of the annotation file is evaluated, with or without detections.
+    Every image of the annotation file is evaluated, with or without detections. ``transform``,
+    when given, maps the parsed detections before anything is measured (``tools/evaluate_rpc.py
+    --cross-class-iou`` merges products overlapping on one object with it).
 
     Raises:
         BadInputError: an unreadable or malformed file, naming it and the first bad entry.
@@ -380,6 +383,8 @@ def evaluate_files(
 
     gt = RPCGroundTruth.from_json(annotations_path)
     dets = parse_results(load_json(results_path), gt, source=str(results_path))
+    if transform is not None:
+        dets = transform(dets)
     report = evaluate_rpc(
         gt,
         dets,

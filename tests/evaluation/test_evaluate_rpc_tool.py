@@ -57,3 +57,30 @@ def test_bad_results_file_is_one_line_error(tool, files, tmp_path, capsys):
     Path(res).write_text("{not json")
     assert tool.main([res, ann]) == 2
     assert "malformed JSON" in capsys.readouterr().err
+
+
+def test_cross_class_iou_merges_look_alikes_on_one_object(tool, tmp_path, capsys):
+    # one image, one object of category 1; the detector also put category 2 on it
+    gt = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 100, "height": 100}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 30], "area": 900}
+        ],
+        "categories": [{"id": 1, "name": "a"}, {"id": 2, "name": "a_lite"}],
+    }
+    results = [
+        {"image_id": 1, "category_id": 1, "bbox": [10, 10, 30, 30], "score": 0.45},
+        {"image_id": 1, "category_id": 2, "bbox": [11, 10, 30, 30], "score": 0.35},
+    ]
+    ann, res = tmp_path / "ann.json", tmp_path / "res.json"
+    ann.write_text(json.dumps(gt))
+    res.write_text(json.dumps(results))
+    args = [str(res), str(ann), "--threshold", "0.5", "--no-map", "--json"]
+    assert tool.main(args) == 0
+    assert json.loads(capsys.readouterr().out)["cAcc"] == 0.0  # missed at 0.5
+    assert tool.main([*args, "--cross-class-iou", "0.5"]) == 0
+    assert json.loads(capsys.readouterr().out)["cAcc"] == 100.0  # one item, 0.8, category 1
+    assert tool.main([*args[:3], "0.3", *args[4:]]) == 0
+    assert json.loads(capsys.readouterr().out)["cAcc"] == 0.0  # counted twice at 0.3
+    assert tool.main([*args[:3], "0.3", *args[4:], "--cross-class-iou", "0.5"]) == 0
+    assert json.loads(capsys.readouterr().out)["cAcc"] == 100.0
