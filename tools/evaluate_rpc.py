@@ -67,26 +67,28 @@ def parse_args(argv=None):
 
 
 def merge_classes(dets: Detections, iou: float) -> Detections:
-    """``merge_across_classes`` on each image's detections (kept in image order)."""
-    parts = []
-    for image in np.unique(dets.image_index):
-        d = dets.select(dets.image_index == image)
+    """``merge_across_classes`` on each image's detections (images in index order)."""
+    dets = dets.select(np.argsort(dets.image_index, kind="stable"))
+    bounds = np.flatnonzero(np.diff(dets.image_index)) + 1
+    starts, ends = np.r_[0, bounds], np.r_[bounds, len(dets)]
+    rows, scores = [], []
+    for lo, hi in zip(starts, ends, strict=True):
+        if lo == hi:
+            continue
         inst = Instances((0, 0))
-        xyxy = BoxMode.convert(d.bbox, BoxMode.XYWH_ABS, BoxMode.XYXY_ABS)
+        xyxy = BoxMode.convert(dets.bbox[lo:hi], BoxMode.XYWH_ABS, BoxMode.XYXY_ABS)
         inst.pred_boxes = Boxes(torch.as_tensor(xyxy, dtype=torch.float64))
-        inst.scores = torch.as_tensor(d.score, dtype=torch.float64)
-        inst.pred_classes = torch.as_tensor(d.category_index)
-        inst.row = torch.arange(len(d))
+        inst.scores = torch.as_tensor(dets.score[lo:hi], dtype=torch.float64)
+        inst.pred_classes = torch.as_tensor(dets.category_index[lo:hi])
+        inst.row = torch.arange(lo, hi)
         merged = merge_across_classes(inst, iou)
-        kept = d.select(merged.row.numpy())
-        kept.score = merged.scores.numpy()
-        parts.append(kept)
-    if not parts:
+        rows.append(merged.row.numpy())
+        scores.append(merged.scores.numpy())
+    if not rows:
         return dets
-    return Detections(*(np.concatenate([getattr(p, k) for p in parts]) for k in _FIELDS))
-
-
-_FIELDS = ("image_index", "category_index", "bbox", "score")
+    out = dets.select(np.concatenate(rows))
+    out.score = np.concatenate(scores).astype(np.float64)
+    return out
 
 
 def main(argv=None) -> int:

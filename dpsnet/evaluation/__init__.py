@@ -3,6 +3,7 @@
 from dpsnet.evaluation.ground_truth import RPCGroundTruth
 from dpsnet.evaluation.results_io import Detections, parse_results
 from dpsnet.evaluation.rpc_evaluator import RPCEvaluator
+from dpsnet.evaluation.rpc_markdown import markdown_report
 from dpsnet.evaluation.rpc_metrics import (
     CheckoutCounter,
     ThresholdSearch,
@@ -13,7 +14,7 @@ from dpsnet.evaluation.rpc_metrics import (
     search_score_threshold,
     total_count_metrics,
 )
-from dpsnet.evaluation.rpc_report import evaluate_rpc, markdown_report, write_report
+from dpsnet.evaluation.rpc_report import evaluate_rpc, write_report
 
 __all__ = [
     "CheckoutCounter",

@@ -22,7 +22,8 @@ from detectron2.utils import comm
 from dpsnet.data.catalogue import Catalogue, CountingLayout
 from dpsnet.evaluation.ground_truth import RPCGroundTruth
 from dpsnet.evaluation.results_io import Detections
-from dpsnet.evaluation.rpc_report import evaluate_rpc, markdown_report, write_report
+from dpsnet.evaluation.rpc_markdown import markdown_report
+from dpsnet.evaluation.rpc_report import evaluate_rpc, write_report
 
 __all__ = ["RPCEvaluator"]
 

@@ -1,5 +1,6 @@
 """The whole RPC evaluation of one set of detections: levels, both threshold protocols, mAP,
-the counting view, error analysis; and its outputs (flat metrics, JSON, Markdown).
+the counting view, error analysis; and its outputs (flat metrics, JSON; the Markdown tables are
+rendered by ``rpc_markdown``).
 
 Units in the report and the flat metrics: cAcc, mCIoU, mAP50, mmAP and every accuracy or
 agreement rate are percentages (as the published tables print them); ACD, mCCD and count errors
@@ -26,7 +27,9 @@ from dpsnet.evaluation.ground_truth import RPCGroundTruth
 from dpsnet.evaluation.results_io import Detections
 from dpsnet.evaluation.rpc_analysis import confusion_matrix, most_confused, most_miscounted
 from dpsnet.evaluation.rpc_map import coco_map
+from dpsnet.evaluation.rpc_markdown import markdown_report
 from dpsnet.evaluation.rpc_metrics import (
+    CHECKOUT_KEYS,
     CheckoutCounter,
     aggregate_counts,
     checkout_metrics,
@@ -43,14 +46,12 @@ __all__ = [
     "evaluate_rpc",
     "flat_metrics",
     "level_rows",
-    "markdown_report",
     "write_report",
 ]
 
 logger = logging.getLogger(__name__)
 
 PERCENT_KEYS = frozenset({"cAcc", "mCIoU", "mAP50", "mmAP", "total_acc", "agree", "agree_cAcc"})
-CHECKOUT_KEYS = ("cAcc", "ACD", "mCCD", "mCIoU")
 
 
 def _report_units(metrics: dict) -> dict:
@@ -264,84 +265,6 @@ def flat_metrics(report: dict) -> dict[str, float]:
             if key != "num_images":
                 flat[f"count/{prefix}{key}"] = float(value)
     return flat
-
-
-def _fmt(value, digits: int = 2) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] * len(header)) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def markdown_report(report: dict, title: str = "RPC evaluation") -> str:
-    """The report as Markdown tables (what ``rpc_metrics.md`` holds and the tool prints)."""
-    levels = report["levels"]
-    parts = [f"## {title}", ""]
-    cols = ["cAcc (%)", "ACD", "mCCD", "mCIoU (%)"]
-    has_map = any("map" in s for s in levels.values())
-    if report.get("score_threshold") is not None:
-        parts.append(
-            f"Fixed score threshold {report['score_threshold']:g} (the deployable figure)."
-        )
-        header = ["level", "images", *cols] + (["mAP50 (%)", "mmAP (%)"] if has_map else [])
-        rows = []
-        for level, s in levels.items():
-            f, m = s.get("fixed", {}), s.get("map", {})
-            row = [level, str(s["num_images"])] + [_fmt(f.get(k)) for k in CHECKOUT_KEYS]
-            rows.append(row + ([_fmt(m.get("mAP50")), _fmt(m.get("mmAP"))] if has_map else []))
-        parts += ["", _table(header, rows), ""]
-    if any("search" in s for s in levels.values()):
-        parts.append(
-            "rpctool protocol: score threshold searched on this very set to maximise cAcc "
-            "(optimistic; for comparison with published tables)."
-        )
-        header = ["level", "threshold", *cols] + (
-            ["mAP50 (%)", "mmAP (%)"] if has_map and report.get("score_threshold") is None else []
-        )
-        rows = []
-        for level, s in levels.items():
-            f = s.get("search", {})
-            row = [level, _fmt(f.get("threshold"), 4)] + [_fmt(f.get(k)) for k in CHECKOUT_KEYS]
-            if len(header) > 6:
-                row += [_fmt(s.get("map", {}).get("mAP50")), _fmt(s.get("map", {}).get("mmAP"))]
-            rows.append(row)
-        parts += ["", _table(header, rows), ""]
-    count_levels = {lv: s["count"] for lv, s in levels.items() if "count" in s}
-    if count_levels:
-        keys = sorted({k for c in count_levels.values() for k in c if k != "num_images"})
-        parts.append(f"Counting view ({report.get('count_kind')} channels), count-only metrics.")
-        rows = [[lv, *[_fmt(c.get(k)) for k in keys]] for lv, c in count_levels.items()]
-        parts += ["", _table(["level", *keys], rows), ""]
-    cats = report.get("categories", {})
-    if cats.get("most_miscounted"):
-        parts.append(f"Most miscounted categories (threshold {_fmt(cats['threshold'], 4)}).")
-        header = ["category", "supercategory", "true", "counted", "over", "under", "images wrong",
-                  "CCD"]  # fmt: skip
-        rows = [
-            [
-                r["category"],
-                r["supercategory"],
-                str(r["gt"]),
-                str(r["pred"]),
-                str(r["over"]),
-                str(r["under"]),
-                str(r["images_wrong"]),
-                _fmt(r["CCD"], 3),
-            ]  # fmt: skip
-            for r in cats["most_miscounted"]
-        ]
-        parts += ["", _table(header, rows), ""]
-    if cats.get("most_confused"):
-        parts.append("Most confused categories (boxes matched ignoring the category, IoU >= 0.5).")
-        rows = [
-            [r["true"], r["predicted"], str(r["boxes"]), _fmt(100 * r["share"], 1)]
-            for r in cats["most_confused"]
-        ]
-        parts += ["", _table(["true", "detected as", "boxes", "share (%)"], rows), ""]
-    return "\n".join(parts)
 
 
 def write_report(
