@@ -71,6 +71,10 @@ def add_distill_config(cfg: CN) -> None:
     # within the ratio; every box named either then carries both (look-alikes found without
     # labels, so a twin named wrongly with confidence is still covered); 0: per box only.
     cfg.DISTILL.CLASS_SET_PAIR_SHARE = 0.0
+    # Regress the student's boxes onto the pseudo boxes too; False: pseudo-labelled images train
+    # the RPN and the box classifier only, box regression learns from the synthesized scenes
+    # (a teacher's score tells how sure it is of the product, not how well its box fits).
+    cfg.DISTILL.PSEUDO_BOX_REGRESSION = True
     # Labelled split on which each round's score threshold is chosen (max cAcc) and count-guided
     # inference is judged; never the pool or EVAL_DATASET; empty: TEST.RPC.SCORE_THRESHOLD.
     cfg.DISTILL.THRESHOLD_DATASET = ""

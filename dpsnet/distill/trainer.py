@@ -24,6 +24,11 @@ from torch.utils.data.sampler import Sampler
 from dpsnet.data.augment import parse_albumentations
 from dpsnet.distill.class_sets import add_class_sets, enable_class_sets
 from dpsnet.distill.ignore import add_ignore_regions, enable_ignore_regions
+from dpsnet.distill.pseudo_boxes import (
+    PSEUDO_KEY,
+    disable_pseudo_box_regression,
+    mark_pseudo_instances,
+)
 from dpsnet.distill.teacher import EMAHook
 from dpsnet.engine import Trainer, build_mapper
 from dpsnet.engine.checkpoint import checkpoint_fields
@@ -133,8 +138,9 @@ class DistillTrainer(Trainer):
     """dpsnet's Trainer whose train loader mixes synthesized and pseudo-labelled datasets.
 
     With ``DISTILL.UNCERTAIN_MODE "ignore"`` its model and mapper honour ignore regions (see
-    ``dpsnet.distill.ignore``); ``DISTILL.EMA_DECAY`` adds the mean-teacher hook and
-    ``DISTILL.CURVE_EVAL_PERIOD`` the learning-curve checkpoints.
+    ``dpsnet.distill.ignore``); with ``DISTILL.PSEUDO_BOX_REGRESSION False`` pseudo boxes are
+    left out of the box regression loss (``dpsnet.distill.pseudo_boxes``); ``DISTILL.EMA_DECAY``
+    adds the mean-teacher hook and ``DISTILL.CURVE_EVAL_PERIOD`` the learning-curve checkpoints.
     """
 
     @classmethod
@@ -144,6 +150,8 @@ class DistillTrainer(Trainer):
             enable_ignore_regions(model)
         if cfg.DISTILL.CLASS_SET_RATIO > 0:
             enable_class_sets(model)
+        if not cfg.DISTILL.PSEUDO_BOX_REGRESSION:
+            disable_pseudo_box_regression(model)
         return model
 
     def build_hooks(self):
@@ -179,6 +187,9 @@ class DistillTrainer(Trainer):
         mapper = _student_mapper(cfg)
         if cfg.DISTILL.PSEUDO_AUGMENT:
             mapper = StrongViewMapper(mapper, _student_mapper(_strong_view_config(cfg)))
+        if not cfg.DISTILL.PSEUDO_BOX_REGRESSION:
+            mapper = mark_pseudo_instances(mapper)
+        if cfg.DISTILL.PSEUDO_AUGMENT or not cfg.DISTILL.PSEUDO_BOX_REGRESSION:
             groups = [
                 [dict(r, **{PSEUDO_KEY: True}) for r in g] if pseudo else g
                 for g, pseudo in zip(groups, is_pseudo, strict=True)
@@ -189,10 +200,6 @@ class DistillTrainer(Trainer):
             dataset=list(itertools.chain.from_iterable(groups)),
             sampler=WeightedTrainingSampler(weights, seed=seed),
         )
-
-
-#: Record key marking a pseudo-labelled image in the student's dataset (DISTILL.PSEUDO_AUGMENT).
-PSEUDO_KEY = "distill_pseudo"
 
 
 def _student_mapper(cfg: CN):

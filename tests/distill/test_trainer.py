@@ -38,7 +38,7 @@ def test_empty_pseudo_set_trains_on_synthesized_only(mini_world, tmp_path, caplo
         assert all(x["file_name"] in val_files for x in batch)
 
 
-def _strong_view_cfg(mini_world, tmp_path, name, augment):
+def _strong_view_cfg(mini_world, tmp_path, name, augment, *opts):
     """The val split twice: as the synthesized scenes and as a pseudo-labelled set."""
     val = json.loads((mini_world.root / "instances_val2019.json").read_text())
     folder = mini_world.root / "val2019"
@@ -59,6 +59,7 @@ def _strong_view_cfg(mini_world, tmp_path, name, augment):
             "MODEL.ROI_HEADS.NUM_CLASSES", str(mini_world.sizes["num_products"]),
             "MODEL.META_ARCHITECTURE", "DPSNet",
             "DISTILL.PSEUDO_AUGMENT", augment,
+            *opts,
         ],
     )  # fmt: skip
 
@@ -89,3 +90,23 @@ def test_pseudo_augment_bad_transform_names_the_key(mini_world, tmp_path):
     cfg = _strong_view_cfg(mini_world, tmp_path, "pseudo_bad_test", "['Rotate(limit=10)']")
     with pytest.raises(ValueError, match="DISTILL.PSEUDO_AUGMENT"):
         DistillTrainer.build_train_loader(cfg)
+
+
+def test_pseudo_instances_are_marked_without_pseudo_box_regression(mini_world, tmp_path):
+    cfg = _strong_view_cfg(
+        mini_world, tmp_path, "pseudo_noreg_test", "[]", "DISTILL.PSEUDO_BOX_REGRESSION", "False"
+    )
+    seen = {True: 0, False: 0}
+    for batch in itertools.islice(DistillTrainer.build_train_loader(cfg), 4):
+        for x in batch:
+            pseudo = bool(x.get("distill_pseudo"))
+            inst = x["instances"]
+            assert inst.has("gt_pseudo") == pseudo
+            if pseudo:
+                assert inst.gt_pseudo.all() and len(inst.gt_pseudo) == len(inst)
+            seen[pseudo] += 1
+    assert seen[True] and seen[False]
+    # The default regresses onto pseudo boxes: nothing is marked.
+    cfg = _strong_view_cfg(mini_world, tmp_path, "pseudo_reg_test", "[]")
+    batch = next(iter(DistillTrainer.build_train_loader(cfg)))
+    assert not any(x["instances"].has("gt_pseudo") for x in batch)
