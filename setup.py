@@ -31,7 +31,7 @@ setup(
     ],
     extras_require={
         "dev": [
-            "pytest>=7",
+            "pytest>=7.3",  # tmp_path_retention_policy
             "pytest-xdist>=3",
             "ruff==0.17.5",  # exact: lint and format results change between ruff releases
             # The public RPC evaluation tool, used only as a test oracle for metric parity.
