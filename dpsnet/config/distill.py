@@ -56,6 +56,11 @@ def add_distill_config(cfg: CN) -> None:
     cfg.DISTILL.STUDENT_WARMUP_ITERS = -1
     # Mean teacher: the next round's teacher is an EMA of the student's weights; 0: off.
     cfg.DISTILL.EMA_DECAY = 0.0
+    # Weight averaging of every round after round 0, in both arms alike: the round's model
+    # (thresholded, evaluated, the next round's start and teacher) is an exponential moving
+    # average of its weights over the round's iterations with this decay, not its last weights;
+    # 0: off. Excludes EMA_DECAY (the mean teacher), which averages the distilled arm only.
+    cfg.DISTILL.AVERAGE_DECAY = 0.0
     # Label the pool with the teacher on the image and its horizontal flip, predictions merged.
     cfg.DISTILL.TEACHER_FLIP = False
     # A kept pseudo-label whose object a detection of another product (IoU >= 0.7) also claims

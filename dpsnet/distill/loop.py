@@ -62,6 +62,7 @@ __all__ = [
     "pseudo_dataset_name",
     "round_config",
     "round_dir",
+    "round_weights",
     "run_distillation",
     "set_count_guided",
 ]
@@ -85,6 +86,7 @@ _FINGERPRINT_KEYS = (
     "DISTILL.STUDENT_LR_FACTOR",
     "DISTILL.STUDENT_WARMUP_ITERS",
     "DISTILL.EMA_DECAY",
+    "DISTILL.AVERAGE_DECAY",
     "DISTILL.TEACHER_FLIP",
     "DISTILL.AMBIGUOUS_SCORE",
     "DISTILL.CLASS_SET_RATIO",
@@ -156,10 +158,15 @@ def round_config(cfg, r: int, init_weights: str | None, *, control: bool = False
     c.TEST.EVAL_PERIOD = 0
     if cfg.SEED >= 0:
         c.SEED = cfg.SEED + r
+    average = float(cfg.DISTILL.AVERAGE_DECAY)
+    if average > 0 and float(cfg.DISTILL.EMA_DECAY) > 0:
+        raise ValueError("DISTILL.AVERAGE_DECAY and DISTILL.EMA_DECAY exclude each other: set one")
     if r == 0 or control:
         # Round 0: an average over it would be mostly the initialisation; the control: no
         # teacher is ever taken from it.
         c.DISTILL.EMA_DECAY = 0.0
+    if r > 0 and average > 0:  # both arms: the round's model is the average (``round_weights``)
+        c.DISTILL.EMA_DECAY = average
     if r > 0:
         if not control:
             c.DATASETS.TRAIN = (*cfg.DATASETS.TRAIN, pseudo_dataset_name(cfg, r))
@@ -184,6 +191,17 @@ def round_config(cfg, r: int, init_weights: str | None, *, control: bool = False
             raise ValueError(f"DISTILL.STUDENT_INIT must be 'teacher' or 'scratch', got {init!r}")
     c.freeze()
     return c
+
+
+def round_weights(cfg, r: int, trained: str, train_cfg) -> str:
+    """The model a trained round (either arm) stands for: its last weights, or with
+    ``DISTILL.AVERAGE_DECAY`` the average the EMA hook saved beside them."""
+    if r == 0 or float(cfg.DISTILL.AVERAGE_DECAY) <= 0:
+        return trained
+    path = Path(train_cfg.OUTPUT_DIR) / "model_ema.pth"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: DISTILL.AVERAGE_DECAY is set but no average was saved")
+    return str(path)
 
 
 def control_config(cfg, r: int, init_weights: str):
@@ -358,7 +376,7 @@ def run_distillation(cfg, steps=None, *, guard: bool = True) -> dict:
             else:
                 if r > 0:
                     steps.register(cfg, r, pseudo_json)
-                rs["weights"] = steps.train(train_cfg)
+                rs["weights"] = round_weights(cfg, r, steps.train(train_cfg), train_cfg)
                 ema = Path(train_cfg.OUTPUT_DIR) / "model_ema.pth"
                 if float(cfg.DISTILL.EMA_DECAY) > 0 and r > 0 and ema.is_file():
                     rs["teacher_weights"] = str(ema)
@@ -372,7 +390,7 @@ def run_distillation(cfg, steps=None, *, guard: bool = True) -> dict:
             ctl_cfg = control_config(cfg, r, prev_ctl.get("weights"))
             if ctl["stage"] == "start":
                 ctl["init"] = prev_ctl.get("weights")
-                ctl["weights"] = steps.train(ctl_cfg)
+                ctl["weights"] = round_weights(cfg, r, steps.train(ctl_cfg), ctl_cfg)
                 ctl["stage"] = "trained"
                 save()
             arm.finish(ctl, ctl_cfg, rdir / "control", first_iter, own_weights=True)

@@ -180,6 +180,64 @@ def test_control_off(cfg):
     assert load_json(Path(c.OUTPUT_DIR) / "distill_report.json")["headline"]["control_cacc"] is None
 
 
+class AveragingSteps(FakeSteps):
+    """Training also saves the average (as the EMA hook does); records what each stage got."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def label(self, cfg, teacher, r, out_json):
+        self.seen.append(("teacher", r, Path(teacher).parent.name, Path(teacher).name))
+        return super().label(cfg, str(Path(teacher).with_name("model_final.pth")), r, out_json)
+
+    def train(self, cfg):
+        r, arm = self._where(cfg.OUTPUT_DIR)
+        self.calls.append(("train", r) if arm == "distilled" else ("train_control", r))
+        self.seen.append(("init", r, arm, cfg.DISTILL.EMA_DECAY, Path(cfg.MODEL.WEIGHTS).name))
+        out = Path(cfg.OUTPUT_DIR)
+        if cfg.DISTILL.EMA_DECAY > 0:
+            out.mkdir(parents=True, exist_ok=True)
+            (out / "model_ema.pth").write_bytes(b"")
+        return str(out / "model_final.pth")
+
+
+def test_average_decay_makes_the_average_each_arms_round_model(cfg):
+    c = cfg.clone()
+    c.defrost()
+    c.DISTILL.NUM_ROUNDS = 2
+    c.DISTILL.AVERAGE_DECAY = 0.99
+    c.MODEL.WEIGHTS = "init.pth"
+    c.freeze()
+    steps = AveragingSteps()
+    state = run_distillation(c, steps, guard=False)
+    rounds = state["rounds"]
+    assert rounds["0"]["weights"].endswith("round_0/model_final.pth")  # round 0 not averaged
+    for r in ("1", "2"):
+        assert rounds[r]["weights"].endswith(f"round_{r}/model_ema.pth")
+        assert rounds[r]["control"]["weights"].endswith(f"round_{r}/control/model_ema.pth")
+    # Both arms average; each next round starts from (and is labelled by) the average.
+    inits = [x for x in steps.seen if x[0] == "init"]
+    assert inits == [
+        ("init", 0, "distilled", 0.0, "init.pth"),
+        ("init", 1, "distilled", 0.99, "model_final.pth"),
+        ("init", 1, "control", 0.99, "model_final.pth"),
+        ("init", 2, "distilled", 0.99, "model_ema.pth"),
+        ("init", 2, "control", 0.99, "model_ema.pth"),
+    ]
+    assert ("teacher", 2, "round_1", "model_ema.pth") in steps.seen
+
+
+def test_average_decay_without_a_saved_average_fails(cfg):
+    c = cfg.clone()
+    c.defrost()
+    c.DISTILL.NUM_ROUNDS = 1
+    c.DISTILL.AVERAGE_DECAY = 0.99
+    c.freeze()
+    with pytest.raises(FileNotFoundError, match="model_ema.pth"):
+        run_distillation(c, FakeSteps(), guard=False)
+
+
 def test_threshold_chosen_on_held_out_and_used(cfg):
     c = cfg.clone()
     c.defrost()

@@ -246,6 +246,20 @@ def test_student_schedule_and_control_config(tmp_path):
     assert round_config(c, 1, "w.pth").SOLVER.WARMUP_ITERS == 0
 
 
+def test_average_decay_config_for_both_arms(tmp_path):
+    cfg = get_cfg()
+    add_dpsnet_config(cfg)
+    cfg.OUTPUT_DIR = str(tmp_path)
+    cfg.DATASETS.TRAIN = ("synth",)
+    cfg.DISTILL.AVERAGE_DECAY = 0.98
+    assert round_config(cfg, 0, None).DISTILL.EMA_DECAY == 0.0
+    assert round_config(cfg, 1, "w.pth").DISTILL.EMA_DECAY == 0.98
+    assert control_config(cfg, 1, "c.pth").DISTILL.EMA_DECAY == 0.98
+    cfg.DISTILL.EMA_DECAY = 0.99
+    with pytest.raises(ValueError, match="exclude each other"):
+        round_config(cfg, 1, "w.pth")
+
+
 def test_threshold_choice():
     metrics = {
         "count_guided_off": {"rpc": {"search/threshold": 0.42, "search/cAcc": 30.0}},
