@@ -282,7 +282,6 @@ def run_pipeline(spec: PipelineSpec, runner: StageRunner, times: dict) -> dict:
         "seconds_this_run": round(time.perf_counter() - total_start, 1),
         "inference": mode,
         "rounds": rows,
-        "averaged_cAcc_gain": report.get("averaged_cAcc_gain"),
         "headline": report.get("headline"),
         "metrics_json": str(metrics_json) if metrics_json else None,
         "report": str(demo_out / "report.html"),

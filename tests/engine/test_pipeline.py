@@ -87,6 +87,7 @@ def test_pipeline_on_a_new_shop_then_demo_from_the_checkpoint_alone(shop, tmp_pa
     summary = json.loads((out / "pipeline_summary.json").read_text())
     assert summary["products"] == len(NAMES) and summary["metrics_json"]
     assert "headline" in summary  # copied from the distillation report (None until it has one)
+    assert "averaged_cAcc_gain" not in summary  # a figure against another baseline: dropped
 
     weights = out / "model_final.pth"
     ckpt = torch.load(str(weights), map_location="cpu", weights_only=True)
