@@ -47,6 +47,7 @@ from dpsnet.distill.guard import check_pool_disjoint
 from dpsnet.distill.holdout import apply_holdout
 from dpsnet.distill.pseudo_labels import threshold_for_round
 from dpsnet.distill.steps import Detectron2Steps, count_levels, pseudo_dataset_name
+from dpsnet.distill.teacher import EMA_FILE
 from dpsnet.utils.io import atomic_write_json, load_json
 
 logger = logging.getLogger(__name__)
@@ -198,7 +199,7 @@ def round_weights(cfg, r: int, trained: str, train_cfg) -> str:
     ``DISTILL.AVERAGE_DECAY`` the average the EMA hook saved beside them."""
     if r == 0 or float(cfg.DISTILL.AVERAGE_DECAY) <= 0:
         return trained
-    path = Path(train_cfg.OUTPUT_DIR) / "model_ema.pth"
+    path = Path(train_cfg.OUTPUT_DIR) / EMA_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path}: DISTILL.AVERAGE_DECAY is set but no average was saved")
     return str(path)
@@ -377,7 +378,7 @@ def run_distillation(cfg, steps=None, *, guard: bool = True) -> dict:
                 if r > 0:
                     steps.register(cfg, r, pseudo_json)
                 rs["weights"] = round_weights(cfg, r, steps.train(train_cfg), train_cfg)
-                ema = Path(train_cfg.OUTPUT_DIR) / "model_ema.pth"
+                ema = Path(train_cfg.OUTPUT_DIR) / EMA_FILE
                 if float(cfg.DISTILL.EMA_DECAY) > 0 and r > 0 and ema.is_file():
                     rs["teacher_weights"] = str(ema)
             rs["stage"] = "trained"

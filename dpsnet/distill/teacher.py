@@ -20,7 +20,9 @@ from dpsnet.modeling.flip import merge_flip, merge_flip_outputs, mirror_inputs, 
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["EMAHook", "FlipTeacher", "merge_flip", "unflip_boxes"]
+EMA_FILE = "model_ema.pth"  # the average's file name in the training's OUTPUT_DIR
+
+__all__ = ["EMA_FILE", "EMAHook", "FlipTeacher", "merge_flip", "unflip_boxes"]
 
 
 class FlipTeacher(torch.nn.Module):
@@ -56,26 +58,33 @@ class EMAHook(HookBase):
         self.decay = float(decay)
         self.output_dir = output_dir
         self.state: dict[str, torch.Tensor] = {}
+        self._floats: tuple[list, list] = ([], [])
+        self._others: tuple[list, list] = ([], [])
 
     def _model(self):
         model = self.trainer.model
         return getattr(model, "module", model)
 
     def before_train(self):
-        self.state = {k: v.detach().clone() for k, v in self._model().state_dict().items()}
+        live = self._model().state_dict()  # tensors sharing the model's storage, updated in place
+        self.state = {k: v.detach().clone() for k, v in live.items()}
+        floats = [k for k, v in self.state.items() if v.is_floating_point()]
+        self._floats = ([self.state[k] for k in floats], [live[k] for k in floats])
+        others = [k for k in self.state if k not in set(floats)]
+        self._others = ([self.state[k] for k in others], [live[k] for k in others])
 
     @torch.no_grad()
     def after_step(self):
-        for k, v in self._model().state_dict().items():
-            ema = self.state[k]
-            if ema.is_floating_point():
-                ema.mul_(self.decay).add_(v.detach().to(ema.dtype), alpha=1.0 - self.decay)
-            else:
-                ema.copy_(v)
+        # One fused update over every tensor (this runs after every step).
+        emas, live = self._floats
+        if emas:
+            torch._foreach_lerp_(emas, live, 1.0 - self.decay)
+        for ema, v in zip(*self._others, strict=True):
+            ema.copy_(v)
 
     def after_train(self):
         if comm.is_main_process() and self.state:
-            path = os.path.join(self.output_dir, "model_ema.pth")
+            path = os.path.join(self.output_dir, EMA_FILE)
             tmp = path + ".tmp"
             state = {k: v.cpu() for k, v in self.state.items()}
             ckpt = {"model": state}
