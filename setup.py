@@ -25,7 +25,7 @@ setup(
         "tensorboard>=2.10",
         "matplotlib>=3.6",
         "PyYAML>=6.0",
-        "scipy>=1.10",
+        "scipy>=1.15",  # scipy.stats.bootstrap(rng=...)
         # detectron2 0.6's model_zoo imports pkg_resources, removed from setuptools 81.
         "setuptools<81",
     ],

@@ -8,6 +8,7 @@ whether count-guided inference wins on that same data. ``round_figures`` pulls t
 figures out of an evaluation.
 """
 
+import json
 import logging
 from pathlib import Path
 
@@ -21,6 +22,7 @@ __all__ = [
     "CountGuidedComparison",
     "check_threshold_dataset",
     "count_guided_key",
+    "gain_intervals",
     "round_figures",
     "set_count_guided",
     "threshold_choice",
@@ -196,3 +198,25 @@ def threshold_choice(metrics: dict, source: str) -> dict:
         "count_guided_cAcc": guided_cacc,
         "count_guided_default": guided_cacc is not None and guided_cacc > plain_cacc,
     }
+
+
+def gain_intervals(distilled_dir: Path, control_dir: Path, modes, seed: int = 0) -> dict:
+    """Per inference mode, the distilled - control cAcc difference on the evaluated images,
+    with its paired-bootstrap interval (``dpsnet.evaluation.paired``).
+
+    Reads each arm's ``eval_<mode>/rpc_per_image.json`` (written by the RPC evaluator); a mode
+    without both files is left out (e.g. a run evaluated before they existed).
+    """
+    from dpsnet.evaluation.paired import paired_cacc_difference
+    from dpsnet.evaluation.rpc_report import PER_IMAGE_FILE
+
+    out = {}
+    for mode in modes:
+        files = [Path(d) / f"eval_{mode}" / PER_IMAGE_FILE for d in (distilled_dir, control_dir)]
+        if not all(f.is_file() for f in files):
+            continue
+        first, second = (json.loads(f.read_text()) for f in files)
+        found = paired_cacc_difference(first, second, seed=seed)
+        if found is not None:
+            out[mode] = found
+    return out

@@ -39,6 +39,7 @@ from dpsnet.distill.audit import audit_pseudo_label_files
 from dpsnet.distill.evaluation import (
     CountGuidedComparison,
     check_threshold_dataset,
+    gain_intervals,
     round_figures,
     set_count_guided,
     threshold_choice,
@@ -395,5 +396,10 @@ def run_distillation(cfg, steps=None, *, guard: bool = True) -> dict:
                 ctl["stage"] = "trained"
                 save()
             arm.finish(ctl, ctl_cfg, rdir / "control", first_iter, own_weights=True)
+            if main and "gain_interval" not in rs and rs["stage"] == ctl["stage"] == "done":
+                modes = sorted(rs.get("metrics") or {})
+                seed = max(int(cfg.SEED), 0)
+                rs["gain_interval"] = gain_intervals(rdir, rdir / "control", modes, seed)
+                save()
         comm.synchronize()
     return state

@@ -243,9 +243,12 @@ class CheckoutCounter:
 
     def num_exact(self, threshold: float) -> int:
         """How many images are exactly right (every category's count) at ``threshold``."""
+        return int(np.count_nonzero(self.exact(threshold)))
+
+    def exact(self, threshold: float) -> np.ndarray:
+        """(num_images,) bool: the images whose every category's count is right at ``threshold``."""
         wrong = self.pair_counts(threshold) != self._gt
-        num_wrong = np.count_nonzero(np.bincount(self._key_image[wrong], minlength=self.num_images))
-        return self.num_images - int(num_wrong)
+        return np.bincount(self._key_image[wrong], minlength=self.num_images) == 0
 
     def metrics(self, threshold: float) -> dict[str, float]:
         """The checkout metrics at ``threshold``; equal to ``checkout_metrics`` on dense counts."""

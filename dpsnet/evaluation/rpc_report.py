@@ -41,6 +41,7 @@ from dpsnet.utils.io import atomic_write_json, atomic_write_text
 
 __all__ = [
     "PERCENT_KEYS",
+    "PER_IMAGE_FILE",
     "count_metrics",
     "evaluate_files",
     "evaluate_rpc",
@@ -52,6 +53,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 PERCENT_KEYS = frozenset({"cAcc", "mCIoU", "mAP50", "mmAP", "total_acc", "agree", "agree_cAcc"})
+#: Beside ``rpc_metrics.json``: {"threshold", "image_ids", "exact"} (see ``evaluate_rpc``).
+PER_IMAGE_FILE = "rpc_per_image.json"
 
 
 def _report_units(metrics: dict) -> dict:
@@ -220,9 +223,16 @@ def evaluate_rpc(
     if threshold is None:
         threshold = report_levels.get("averaged", {}).get("search", {}).get("threshold")
     categories: dict = {"threshold": threshold, "most_miscounted": [], "most_confused": []}
+    per_image = None
     if threshold is not None and gt.num_images:
         every = np.arange(gt.num_images)
-        per_cat = _subset_counter(gt, dets, every).per_category(threshold)
+        counter = _subset_counter(gt, dets, every)
+        per_image = {
+            "threshold": float(threshold),
+            "image_ids": gt.image_ids.tolist(),
+            "exact": counter.exact(threshold).tolist(),
+        }
+        per_cat = counter.per_category(threshold)
         categories["most_miscounted"] = most_miscounted(
             per_cat, gt.category_names, gt.supercategories, top_k
         )
@@ -240,6 +250,9 @@ def evaluate_rpc(
         "count_kind": count_kind if counts is not None else None,
         "levels": report_levels,
         "categories": categories,
+        # Which images' receipts are exactly right, at the threshold of the error analysis: two
+        # models evaluated on the same images are compared image by image with it (paired).
+        "per_image": per_image,
     }
     report["metrics"] = flat_metrics(report)
     return report
@@ -270,11 +283,16 @@ def flat_metrics(report: dict) -> dict[str, float]:
 def write_report(
     output_dir: str | os.PathLike, report: dict, results: list[dict] | None = None
 ) -> None:
-    """Write ``rpc_metrics.json``, ``rpc_metrics.md`` and, if given, the COCO results
+    """Write ``rpc_metrics.json``, ``rpc_metrics.md``, the report's ``per_image`` exactness
+    (``rpc_per_image.json``, compact) and, if given, the COCO results
     (``coco_instances_results.json``) to ``output_dir``, each atomically."""
     out = Path(output_dir)
     if results is not None:
         atomic_write_json(out / "coco_instances_results.json", results)
+    per_image = report.get("per_image")
+    if per_image is not None:
+        atomic_write_json(out / PER_IMAGE_FILE, per_image)
+    report = {k: v for k, v in report.items() if k != "per_image"}
     atomic_write_json(out / "rpc_metrics.json", report, indent=2)
     atomic_write_text(out / "rpc_metrics.md", markdown_report(report) + "\n")
     logger.info("RPC evaluation written to %s", out)

@@ -238,6 +238,45 @@ def test_average_decay_without_a_saved_average_fails(cfg):
         run_distillation(c, FakeSteps(), guard=False)
 
 
+class PerImageSteps(FakeSteps):
+    """Evaluation also writes the evaluator's per-image exactness, as the RPC evaluator does:
+    of 100 images the distilled arm gets the first 30 + 10 r right, the control the first 30."""
+
+    def evaluate(self, cfg, weights, rdir):
+        out = super().evaluate(cfg, weights, rdir)
+        if Path(rdir).name != "threshold":
+            r, arm = self._where(rdir)
+            right = 30 + (10 * r if arm == "distilled" else 0)
+            per_image = {"image_ids": list(range(100)), "exact": [i < right for i in range(100)]}
+            for mode in out:
+                (Path(rdir) / f"eval_{mode}").mkdir(parents=True, exist_ok=True)
+                (Path(rdir) / f"eval_{mode}" / "rpc_per_image.json").write_text(
+                    json.dumps(per_image)
+                )
+        return out
+
+
+def test_gain_interval_paired_over_the_evaluated_images(cfg):
+    state = run_distillation(cfg, PerImageSteps(), guard=False)
+    for r in (1, 2, 3):
+        found = state["rounds"][str(r)]["gain_interval"]["count_guided_off"]
+        assert found["difference"] == pytest.approx(10.0 * r)
+        assert (found["first_only"], found["second_only"], found["images"]) == (10 * r, 0, 100)
+        assert 0 < found["low"] < 10.0 * r < found["high"]  # all wins: the interval avoids 0
+    report = load_json(Path(cfg.OUTPUT_DIR) / "distill_report.json")
+    assert report["rounds"][1]["gain_interval"]["count_guided_on"]["difference"] == 10.0
+    assert report["rounds"][0]["gain_interval"] == {}
+    md = (Path(cfg.OUTPUT_DIR) / "distill_report.md").read_text()
+    low, high = (found[k] for k in ("low", "high"))
+    assert f"| 3 | count_guided_off | **gain** |  | +18.00 [{low:+.2f}, {high:+.2f}] |" in md
+    assert "paired bootstrap" in md
+
+
+def test_gain_interval_empty_without_per_image_files(cfg):
+    state = run_distillation(cfg, FakeSteps(), guard=False)
+    assert state["rounds"]["1"]["gain_interval"] == {}
+
+
 def test_threshold_chosen_on_held_out_and_used(cfg):
     c = cfg.clone()
     c.defrost()

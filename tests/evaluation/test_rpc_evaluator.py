@@ -80,6 +80,12 @@ def test_evaluator_matches_file_evaluation_and_writes_outputs(
 
     written = json.loads((out_dir / "rpc_metrics.json").read_text())
     assert written["metrics"] == pytest.approx(metrics)
+    # Which receipts are exactly right, per image id, beside it (not inside it).
+    assert "per_image" not in written
+    per_image = json.loads((out_dir / "rpc_per_image.json").read_text())
+    assert per_image["threshold"] == 0.6
+    assert sorted(per_image["image_ids"]) == sorted(im["id"] for im in small_gt["images"])
+    assert np.mean(per_image["exact"]) * 100 == pytest.approx(metrics["cAcc"])
     assert written["categories"]["most_miscounted"] and written["categories"]["most_confused"]
     md = (out_dir / "rpc_metrics.md").read_text()
     assert "| averaged | 45 |" in md and "Most confused categories" in md

@@ -63,6 +63,8 @@ def test_sparse_counter_equals_dense(seed):
         np.testing.assert_array_equal(per["over"], np.maximum(pred - gt, 0).sum(0))
         np.testing.assert_array_equal(per["under"], np.maximum(gt - pred, 0).sum(0))
         np.testing.assert_array_equal(per["images_wrong"], (pred != gt).sum(0))
+        np.testing.assert_array_equal(counter.exact(t), (pred == gt).all(1))
+        assert counter.num_exact(t) == (pred == gt).all(1).sum()
 
 
 def test_threshold_is_inclusive():
