@@ -52,12 +52,15 @@ def aggregate_reports(reports: dict, mode: str = "count_guided_off") -> dict:
 
     Returns:
         {"seeds", "mode", "rounds": [{"round", "distilled", "control", "gain": figure ->
-        spread, "gain_exceeds_spread", "gain_positive_every_seed"}]}. A round's gain counts
-        (``gain_exceeds_spread``) when the mean cAcc gain is positive and larger than the
-        standard deviation of the gain over seeds; rounds missing from a seed are left out of
-        that seed's figures (``n`` says how many seeds a figure has).
+        spread, "gain_exceeds_spread", "gain_positive_every_seed", "gain_intervals"}]}. A
+        round's gain counts (``gain_exceeds_spread``) when the mean cAcc gain is positive and
+        larger than the standard deviation of the gain over seeds; rounds missing from a seed
+        are left out of that seed's figures (``n`` says how many seeds a figure has).
+        ``gain_intervals``: of the seeds whose report has the round's paired interval
+        (``n``), how many lie wholly above zero and how many wholly below.
     """
     by_round: dict[int, dict] = {}
+    intervals: dict[int, list] = {}
     for report in reports.values():
         for e in report.get("rounds", []):
             if e.get("stage") != "done":
@@ -65,6 +68,9 @@ def aggregate_reports(reports: dict, mode: str = "count_guided_off") -> dict:
             arms = by_round.setdefault(
                 int(e["round"]), {"distilled": [], "control": [], "gain": []}
             )
+            interval = _interval(e, mode)
+            if interval is not None:
+                intervals.setdefault(int(e["round"]), []).append(interval)
             arms["distilled"].append(_figures(e, mode))
             ctl = e.get("control")
             if ctl and ctl.get("stage") == "done":
@@ -82,8 +88,22 @@ def aggregate_reports(reports: dict, mode: str = "count_guided_off") -> dict:
             gain["n"] >= 2 and gain["mean"] > 0 and gain["mean"] > gain["std"]
         )
         entry["gain_positive_every_seed"] = bool(gain["n"] and gain["min"] > 0)
+        found = intervals.get(r, [])
+        entry["gain_intervals"] = {
+            "n": len(found),
+            "above_zero": sum(i["low"] > 0 for i in found),
+            "below_zero": sum(i["high"] < 0 for i in found),
+        }
         rounds.append(entry)
     return {"seeds": sorted(reports, key=str), "mode": mode, "rounds": rounds}
+
+
+def _interval(entry: dict, mode: str) -> dict | None:
+    found = entry.get("gain_interval") or {}
+    for m in (mode, *_FALLBACK_MODES):
+        if m in found:
+            return found[m]
+    return None
 
 
 def _cell(s: dict) -> str:
@@ -116,6 +136,15 @@ def seeds_markdown(agg: dict) -> str:
             cells = [_cell(figs[c]) for c in cols]
             lines.append(
                 f"| {e['round']} | {name} | " + " | ".join(cells) + f" | {figs['cAcc']['n']} |"
+            )
+    counted = [e for e in agg["rounds"] if e.get("gain_intervals", {}).get("n")]
+    if counted:
+        lines += ["", "Each seed's cAcc gain against its 95 % paired interval over the images:"]
+        for e in counted:
+            i = e["gain_intervals"]
+            lines.append(
+                f"- round {e['round']}: {i['above_zero']} of {i['n']} seeds above zero, "
+                f"{i['below_zero']} below"
             )
     return "\n".join(lines) + "\n"
 

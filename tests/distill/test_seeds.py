@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from dpsnet.distill.seeds import aggregate_reports, spread
+from dpsnet.distill.seeds import aggregate_reports, seeds_markdown, spread
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -43,6 +43,22 @@ def test_gain_counts_only_above_its_spread():
     noisy = {1: _report(10, 30, 10), 2: _report(10, 10, 20), 3: _report(10, 20, 19)}
     r1 = aggregate_reports(noisy)["rounds"][1]
     assert not r1["gain_exceeds_spread"] and not r1["gain_positive_every_seed"]
+
+
+def test_gain_intervals_counted_per_round():
+    reports = {s: _report(10, 20, 15) for s in (1, 2, 3)}
+    bounds = {1: (1.0, 9.0), 2: (-4.0, 6.0), 3: (-9.0, -1.0)}
+    for s, (low, high) in bounds.items():
+        reports[s]["rounds"][1]["gain_interval"] = {
+            "count_guided_off": {"difference": 5.0, "low": low, "high": high}
+        }
+    del reports[3]["rounds"][1]["gain_interval"]["count_guided_off"]
+    reports[3]["rounds"][1]["gain_interval"]["default"] = {"low": -9.0, "high": -1.0}
+    agg = aggregate_reports(reports)
+    assert agg["rounds"][1]["gain_intervals"] == {"n": 3, "above_zero": 1, "below_zero": 1}
+    assert agg["rounds"][0]["gain_intervals"]["n"] == 0
+    assert "- round 1: 1 of 3 seeds above zero, 1 below" in seeds_markdown(agg)
+    assert "paired interval" not in seeds_markdown(aggregate_reports({1: _report(1, 2, 1)}))
 
 
 def test_tool_aggregate_only(tmp_path, capsys):
