@@ -180,7 +180,9 @@ def summarize_rounds(state: dict) -> dict:
 
 
 def _headline(done: list[dict]) -> dict:
-    """round0_cacc, final_cacc, control_cacc, final_map50 (%, averaged) and the threshold."""
+    """round0_cacc, final_cacc, control_cacc, final_map50 (%, averaged), the threshold, and
+    the final round's cAcc gain interval over its control (``final_gain_interval``: [low,
+    high], the 95 % paired bootstrap over the evaluated images; None without one)."""
     if not done:
         return {}
     last = done[-1]
@@ -196,10 +198,22 @@ def _headline(done: list[dict]) -> dict:
         if ctl.get("stage") == "done"
         else None,
         "final_map50": last["figures"].get(mode, {}).get("mAP50"),
+        "final_gain_interval": _bounds((last.get("gain_interval") or {}).get(mode)),
         "threshold": last["score_threshold"],
         "threshold_source": last["threshold_source"] or "TEST.RPC.SCORE_THRESHOLD (fixed)",
         "count_guided_default": bool(last.get("count_guided_default")),
     }
+
+
+def _interval_text(headline: dict) -> str:
+    bounds = headline.get("final_gain_interval")
+    if not bounds:
+        return ""
+    return f"; gain 95 % interval [{bounds[0]:+.2f}, {bounds[1]:+.2f}]"
+
+
+def _bounds(interval: dict | None) -> list[float] | None:
+    return None if not interval else [interval["low"], interval["high"]]
 
 
 def _fmt(v, digits: int = 2) -> str:
@@ -253,7 +267,8 @@ def _markdown(summary: dict) -> str:
             f"Headline ({h['mode']}, round {h['final_round']}, score threshold "
             f"{_fmt(h['threshold'])} from {h['threshold_source']}): averaged cAcc "
             f"{_fmt(h['final_cacc'])} % (round 0: {_fmt(h['round0_cacc'])} %, same-budget "
-            f"control: {_fmt(h['control_cacc'])} %), mAP50 {_fmt(h['final_map50'])}.",
+            f"control: {_fmt(h['control_cacc'])} %{_interval_text(h)}), mAP50 "
+            f"{_fmt(h['final_map50'])}.",
             "",
         ]
     lines += [

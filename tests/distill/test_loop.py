@@ -160,6 +160,7 @@ def test_full_run_and_report(cfg):
     assert head["final_round"] == 3 and head["mode"] == "count_guided_off"
     assert (head["round0_cacc"], head["final_cacc"], head["control_cacc"]) == (0.0, 30.0, 12.0)
     assert head["final_map50"] == 63.0 and head["threshold"] is None
+    assert head["final_gain_interval"] is None  # no per-image files from these steps
     md = (out / "distill_report.md").read_text()
     assert "| 3 | count_guided_off | **gain** |  | +18.00 |" in md
     assert "| 3 | count_guided_on | control | - | 13.00 | 24.00 |" in md
@@ -270,6 +271,8 @@ def test_gain_interval_paired_over_the_evaluated_images(cfg):
     low, high = (found[k] for k in ("low", "high"))
     assert f"| 3 | count_guided_off | **gain** |  | +18.00 [{low:+.2f}, {high:+.2f}] |" in md
     assert "paired bootstrap" in md
+    assert report["headline"]["final_gain_interval"] == [low, high]
+    assert f"gain 95 % interval [{low:+.2f}, {high:+.2f}]), mAP50" in md
 
 
 def test_gain_interval_empty_without_per_image_files(cfg):
