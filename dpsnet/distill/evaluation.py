@@ -8,7 +8,6 @@ whether count-guided inference wins on that same data. ``round_figures`` pulls t
 figures out of an evaluation.
 """
 
-import json
 import logging
 from pathlib import Path
 
@@ -205,18 +204,24 @@ def gain_intervals(distilled_dir: Path, control_dir: Path, modes, seed: int = 0)
     with its paired-bootstrap interval (``dpsnet.evaluation.paired``).
 
     Reads each arm's ``eval_<mode>/rpc_per_image.json`` (written by the RPC evaluator); a mode
-    without both files is left out (e.g. a run evaluated before they existed).
+    without both files is left out (e.g. a run evaluated before they existed), and so is one
+    whose file is unreadable (a warning names it: the figures stand without the interval).
     """
     from dpsnet.evaluation.paired import paired_cacc_difference
     from dpsnet.evaluation.rpc_report import PER_IMAGE_FILE
+    from dpsnet.utils.io import load_json
 
     out = {}
     for mode in modes:
         files = [Path(d) / f"eval_{mode}" / PER_IMAGE_FILE for d in (distilled_dir, control_dir)]
         if not all(f.is_file() for f in files):
             continue
-        first, second = (json.loads(f.read_text()) for f in files)
-        found = paired_cacc_difference(first, second, seed=seed)
+        try:
+            first, second = (load_json(f) for f in files)
+            found = paired_cacc_difference(first, second, seed=seed)
+        except (ValueError, TypeError, AttributeError) as e:  # BadInputError is a ValueError
+            logger.warning("No gain interval for %s: %s", mode, e)
+            continue
         if found is not None:
             out[mode] = found
     return out

@@ -275,6 +275,24 @@ def test_gain_interval_paired_over_the_evaluated_images(cfg):
     assert f"gain 95 % interval [{low:+.2f}, {high:+.2f}]), mAP50" in md
 
 
+class TruncatedPerImageSteps(PerImageSteps):
+    """The control's per-image file of one mode is cut short (a disk filled up, say)."""
+
+    def evaluate(self, cfg, weights, rdir):
+        out = super().evaluate(cfg, weights, rdir)
+        if Path(rdir).name == "control":
+            (Path(rdir) / "eval_count_guided_on" / "rpc_per_image.json").write_text('{"image_')
+        return out
+
+
+def test_gain_interval_skips_an_unreadable_file(cfg, caplog):
+    state = run_distillation(cfg, TruncatedPerImageSteps(), guard=False)
+    found = state["rounds"]["1"]["gain_interval"]
+    assert list(found) == ["count_guided_off"]  # the other mode is left out, the run goes on
+    assert _done(state) == {0: "done", 1: "done", 2: "done", 3: "done"}
+    assert "rpc_per_image.json: malformed JSON" in caplog.text
+
+
 def test_gain_interval_empty_without_per_image_files(cfg):
     state = run_distillation(cfg, FakeSteps(), guard=False)
     assert state["rounds"]["1"]["gain_interval"] == {}
