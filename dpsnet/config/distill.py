@@ -63,6 +63,9 @@ def add_distill_config(cfg: CN) -> None:
     cfg.DISTILL.AVERAGE_DECAY = 0.0
     # Label the pool with the teacher on the image and its horizontal flip, predictions merged.
     cfg.DISTILL.TEACHER_FLIP = False
+    # Shorter side the teacher sees the pool images at (capped by INPUT.MAX_SIZE_TEST); 0:
+    # INPUT.MIN_SIZE_TEST, as evaluation. Evaluation and the student are unchanged.
+    cfg.DISTILL.TEACHER_MIN_SIZE = 0
     # A kept pseudo-label whose object a detection of another product (IoU >= 0.7) also claims
     # with at least this score becomes an ignore region instead (the teacher hesitates, typically
     # within a look-alike pair, and either label would teach its guess); 0: off.

@@ -115,6 +115,8 @@ class Detectron2Steps:
         # Count-guided inference reshapes detections with the counts: the two views would no
         # longer be independent, and their agreement would mean nothing.
         set_count_guided(c, False)
+        if int(cfg.DISTILL.TEACHER_MIN_SIZE) > 0:
+            c.INPUT.MIN_SIZE_TEST = int(cfg.DISTILL.TEACHER_MIN_SIZE)
         c.freeze()
         model = self._load(c, teacher_weights)
         meta = MetadataCatalog.get(cfg.DATASETS.TRAIN[0])
@@ -166,6 +168,7 @@ class Detectron2Steps:
                 "threshold": threshold,
                 "teacher_weights": str(teacher_weights),
                 "teacher_flip": bool(cfg.DISTILL.TEACHER_FLIP),
+                "teacher_min_size": int(c.INPUT.MIN_SIZE_TEST),
                 "accept_rule": cfg.DISTILL.ACCEPT_RULE,
                 "uncertain_mode": cfg.DISTILL.UNCERTAIN_MODE,
                 "statistics": stats,

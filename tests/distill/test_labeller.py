@@ -308,6 +308,34 @@ def test_teacher_flip_follows_its_own_key_not_test_flip(mini_world, tmp_path, te
     assert teacher.test_flip is teacher_flip
 
 
+@pytest.mark.parametrize("teacher_min_size", [0, 288])
+def test_teacher_min_size_sets_the_labelling_resize(
+    mini_world, tmp_path, monkeypatch, teacher_min_size
+):
+    """DISTILL.TEACHER_MIN_SIZE is the teacher's test resize (0: INPUT.MIN_SIZE_TEST)."""
+    from dpsnet.distill import steps as steps_module
+
+    names = mini_world.names
+    ids = [r["image_id"] for r in DatasetCatalog.get(names["pool"])]
+    seen = []
+    real = steps_module.build_mapper
+
+    def recording(cfg, is_train):
+        seen.append((cfg.INPUT.MIN_SIZE_TEST, is_train))
+        return real(cfg, is_train)
+
+    monkeypatch.setattr(steps_module, "build_mapper", recording)
+    cfg = _labelling_cfg(names, tmp_path).clone()
+    cfg.defrost()
+    cfg.DISTILL.TEACHER_MIN_SIZE = teacher_min_size
+    cfg.freeze()
+    out = tmp_path / "round_1" / "pseudo_labels.json"
+    ScriptedSteps(ids).label(cfg, "teacher.pth", 1, out)
+    expected = teacher_min_size or cfg.INPUT.MIN_SIZE_TEST
+    assert seen == [(expected, False)]
+    assert json.loads(out.read_text())["info"]["teacher_min_size"] == expected
+
+
 def test_ambiguous_kept_boxes_become_ignore_regions(one_image_labelling):
     from dpsnet.distill.labeller import summarize
 
