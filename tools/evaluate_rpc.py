@@ -9,7 +9,10 @@ deployable figure) and rpctool's threshold searched on the evaluated set (optimi
 Prints a Markdown table; with --output-dir also writes rpc_metrics.json and rpc_metrics.md.
 With --cross-class-iou, detections of different products overlapping above that IoU are first
 merged into one per object, as ``MODEL.DPSNET.CROSS_CLASS_IOU`` does at inference (to measure
-the merge on saved results, a model's or any other detector's).
+the merge on saved results, a model's or any other detector's). With --against OTHER.json (and
+its own --against-threshold), another model's results on the same annotations are scored too,
+and the cAcc difference RESULTS - OTHER is printed with its 95 % paired-bootstrap interval over
+the images (``dpsnet.evaluation.paired``): whether two models differ beyond the images drawn.
 """
 
 import dpsnet  # noqa: F401  (first: applies the detectron2 shims)
@@ -25,6 +28,7 @@ from detectron2.structures import Boxes, BoxMode, Instances
 
 from dpsnet.data.datasets.checkout import CLUTTER_LEVELS
 from dpsnet.engine.cli import ArgumentParser, int_at_least, name_list, run, unit_float
+from dpsnet.evaluation.paired import paired_cacc_difference
 from dpsnet.evaluation.results_io import Detections
 from dpsnet.evaluation.rpc_report import evaluate_files, markdown_report
 from dpsnet.modeling.postprocess import merge_across_classes
@@ -63,6 +67,19 @@ def parse_args(argv=None):
         help="first merge detections of different products overlapping above this IoU into one "
         "(named by the best, scored by the summed scores; 0: off)",
     )
+    parser.add_argument(
+        "--against",
+        metavar="OTHER",
+        help="another model's COCO results on the same annotations: print the cAcc difference "
+        "(RESULTS - OTHER) with its 95 %% paired-bootstrap interval over the images",
+    )
+    parser.add_argument(
+        "--against-threshold",
+        type=unit_float,
+        default=None,
+        help="OTHER's fixed score threshold (default: the one RESULTS is scored at)",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="the paired bootstrap's seed")
     return parser.parse_args(argv)
 
 
@@ -98,6 +115,9 @@ def main(argv=None) -> int:
         print(f"error: --threshold {args.threshold} is outside [0, 1]", file=sys.stderr)
         return 2
     threshold = None if args.search else (0.5 if args.threshold is None else args.threshold)
+    transform = (
+        (lambda d: merge_classes(d, args.cross_class_iou)) if args.cross_class_iou > 0 else None
+    )
     try:
         report = evaluate_files(
             args.results,
@@ -108,16 +128,38 @@ def main(argv=None) -> int:
             compute_map=not args.no_map,
             output_dir=args.output_dir,
             top_k=args.top_k,
-            transform=(
-                (lambda d: merge_classes(d, args.cross_class_iou))
-                if args.cross_class_iou > 0
-                else None
-            ),
+            transform=transform,
         )
+        paired = None
+        if args.against:
+            other_threshold = (
+                threshold if args.against_threshold is None else args.against_threshold
+            )
+            other = evaluate_files(
+                args.against,
+                args.annotations,
+                levels=["averaged"],
+                score_threshold=other_threshold,
+                search_threshold=other_threshold is None,
+                compute_map=False,
+                transform=transform,
+            )
+            paired = paired_cacc_difference(report["per_image"], other["per_image"], seed=args.seed)
     except BadInputError as e:  # a malformed results or annotation file: bad input
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(json.dumps(report["metrics"], indent=2) if args.json else markdown_report(report))
+    if args.json:
+        out = report["metrics"] if paired is None else {**report["metrics"], "against": paired}
+        print(json.dumps(out, indent=2))
+    else:
+        print(markdown_report(report))
+        if paired is not None:
+            print(
+                f"\ncAcc {args.results} - {args.against}: {paired['difference']:+.2f} points, "
+                f"95 % interval [{paired['low']:+.2f}, {paired['high']:+.2f}] (paired bootstrap "
+                f"over {paired['images']} images; exactly right only in the first: "
+                f"{paired['first_only']}, only in the second: {paired['second_only']})"
+            )
     return 0
 
 

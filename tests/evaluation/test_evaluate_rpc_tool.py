@@ -84,3 +84,23 @@ def test_cross_class_iou_merges_look_alikes_on_one_object(tool, tmp_path, capsys
     assert json.loads(capsys.readouterr().out)["cAcc"] == 0.0  # counted twice at 0.3
     assert tool.main([*args[:3], "0.3", *args[4:], "--cross-class-iou", "0.5"]) == 0
     assert json.loads(capsys.readouterr().out)["cAcc"] == 100.0
+
+
+def test_against_prints_the_paired_difference(tool, files, tmp_path, capsys):
+    res, ann = files
+    worse = [d for i, d in enumerate(json.loads(Path(res).read_text())) if i % 3]
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(worse))
+    args = [res, ann, "--threshold", "0.5", "--no-map", "--against", str(other)]
+    assert tool.main([*args, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    mine = out["cAcc"]
+    assert tool.main([str(other), ann, "--threshold", "0.5", "--no-map", "--json"]) == 0
+    theirs = json.loads(capsys.readouterr().out)["cAcc"]
+    found = out["against"]
+    assert found["difference"] == pytest.approx(mine - theirs)
+    assert found["images"] == 45 and found["low"] <= found["difference"] <= found["high"]
+    assert tool.main(args) == 0
+    assert "95 % interval" in capsys.readouterr().out
+    assert tool.main([res, ann, "--against", str(tmp_path / "missing.json")]) == 2
+    assert "missing.json" in capsys.readouterr().err
