@@ -35,14 +35,13 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils import comm
 
 from dpsnet.distill import report
+from dpsnet.distill.arm import Arm
 from dpsnet.distill.audit import audit_pseudo_label_files
 from dpsnet.distill.evaluation import (
     CountGuidedComparison,
     check_threshold_dataset,
     gain_intervals,
-    round_figures,
     set_count_guided,
-    threshold_choice,
 )
 from dpsnet.distill.guard import check_pool_disjoint
 from dpsnet.distill.holdout import apply_holdout
@@ -250,75 +249,6 @@ def _load_state(cfg) -> dict:
     return state
 
 
-def _store_threshold(weights: str, choice: dict) -> None:
-    """Write the chosen threshold into the checkpoint (rank 0; files the run wrote only)."""
-    from dpsnet.utils.checkpoint_meta import update_meta
-
-    if comm.is_main_process() and os.path.isfile(weights):
-        update_meta(
-            weights,
-            score_threshold=choice["threshold"],
-            threshold_source=choice["source"],
-            count_guided_default=choice["count_guided_default"],
-        )
-
-
-class _Arm:
-    """Train -> threshold -> evaluate -> curve of one model, on a stage dict (shared code of the
-    distilled round and its control)."""
-
-    def __init__(self, cfg, steps, save, threshold_dataset: str | None):
-        self.cfg, self.steps, self.save = cfg, steps, save
-        self.threshold_dataset = threshold_dataset
-
-    def finish(self, st: dict, train_cfg, out_dir: Path, first_iter: int, own_weights: bool):
-        """Run the stages of ``st`` from "trained" on (``st["weights"]`` is set)."""
-        cfg = self.cfg
-        if st["stage"] == "trained":
-            st["threshold_choice"] = None
-            if self.threshold_dataset:
-                c = cfg.clone()
-                c.defrost()
-                c.DISTILL.EVAL_DATASET = self.threshold_dataset
-                c.TEST.RPC.SEARCH_THRESHOLD = True
-                c.freeze()
-                metrics = self.steps.evaluate(c, st["weights"], out_dir / "threshold")
-                st["threshold_choice"] = threshold_choice(metrics, self.threshold_dataset)
-                if own_weights:
-                    _store_threshold(st["weights"], st["threshold_choice"])
-            st["stage"] = "thresholded"
-            self.save()
-        if st["stage"] == "thresholded":
-            st["metrics"] = self.steps.evaluate(self._at_threshold(st), st["weights"], out_dir)
-            st["figures"] = round_figures(st["metrics"])
-            st["iteration"] = first_iter + int(train_cfg.SOLVER.MAX_ITER)
-            self._curve(st, train_cfg, out_dir, first_iter)
-            st["stage"] = "done"
-            self.save(plot=True)
-
-    def _at_threshold(self, st: dict):
-        choice = st.get("threshold_choice")
-        if not choice:
-            return self.cfg
-        c = self.cfg.clone()
-        c.defrost()
-        c.TEST.RPC.SCORE_THRESHOLD = float(choice["threshold"])
-        c.freeze()
-        return c
-
-    def _curve(self, st: dict, train_cfg, out_dir: Path, first_iter: int) -> None:
-        """Evaluate the learning-curve checkpoints of this training (DISTILL.CURVE_EVAL_PERIOD)."""
-        points = st.setdefault("curve", {})
-        train_dir = Path(train_cfg.OUTPUT_DIR)
-        for path in sorted(train_dir.glob("curve_*.pth")):
-            it = int(path.stem.split("_")[1])
-            if str(it) in points:
-                continue
-            metrics = self.steps.evaluate(self._at_threshold(st), str(path), out_dir / path.stem)
-            points[str(it)] = {"iteration": first_iter + it, "figures": round_figures(metrics)}
-            self.save()
-
-
 def run_distillation(cfg, steps=None, *, guard: bool = True) -> dict:
     """Run (or resume) every round and its control; returns the state (complete on rank 0).
 
@@ -345,7 +275,7 @@ def run_distillation(cfg, steps=None, *, guard: bool = True) -> dict:
             atomic_write_json(out / STATE_FILE, state, indent=1)
             report.write_report(out, state, plot=plot)
 
-    arm = _Arm(cfg, steps, save, threshold_dataset)
+    arm = Arm(cfg, steps, save, threshold_dataset)
     save()
     gt_path = _groundtruth_path(cfg)
     round0_iters, iters = int(cfg.SOLVER.MAX_ITER), int(cfg.DISTILL.ITERS_PER_ROUND)

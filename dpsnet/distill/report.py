@@ -205,11 +205,13 @@ def _headline(done: list[dict]) -> dict:
     }
 
 
+def _bracket(low: float, high: float) -> str:
+    return f" [{low:+.2f}, {high:+.2f}]"
+
+
 def _interval_text(headline: dict) -> str:
     bounds = headline.get("final_gain_interval")
-    if not bounds:
-        return ""
-    return f"; gain 95 % interval [{bounds[0]:+.2f}, {bounds[1]:+.2f}]"
+    return f"; gain 95 % interval{_bracket(*bounds)}" if bounds else ""
 
 
 def _bounds(interval: dict | None) -> list[float] | None:
@@ -248,9 +250,10 @@ def _comparison_table(summary: dict) -> list[str]:
                 cells = [str(e["round"]), mode, "**gain**", ""]
                 figs = [_signed(gain.get(k)) for k in FIGURE_COLUMNS]
                 interval = e.get("gain_interval", {}).get(mode)
-                if interval and "cAcc" in FIGURE_COLUMNS:
-                    i = FIGURE_COLUMNS.index("cAcc")
-                    figs[i] += f" [{interval['low']:+.2f}, {interval['high']:+.2f}]"
+                if interval:
+                    figs[FIGURE_COLUMNS.index("cAcc")] += _bracket(
+                        interval["low"], interval["high"]
+                    )
                 lines.append(_row(cells + figs))
     return lines
 

@@ -35,12 +35,17 @@ def spread(values) -> dict:
     }
 
 
-def _figures(arm: dict | None, mode: str) -> dict:
-    figs = (arm or {}).get("figures") or {}
+def _by_mode(per_mode: dict | None, mode: str):
+    """``per_mode[mode]``, else the first of ``_FALLBACK_MODES`` present; None if none is."""
+    per_mode = per_mode or {}
     for m in (mode, *_FALLBACK_MODES):
-        if m in figs:
-            return figs[m]
-    return {}
+        if m in per_mode:
+            return per_mode[m]
+    return None
+
+
+def _figures(arm: dict | None, mode: str) -> dict:
+    return _by_mode((arm or {}).get("figures"), mode) or {}
 
 
 def aggregate_reports(reports: dict, mode: str = "count_guided_off") -> dict:
@@ -68,7 +73,7 @@ def aggregate_reports(reports: dict, mode: str = "count_guided_off") -> dict:
             arms = by_round.setdefault(
                 int(e["round"]), {"distilled": [], "control": [], "gain": []}
             )
-            interval = _interval(e, mode)
+            interval = _by_mode(e.get("gain_interval"), mode)
             if interval is not None:
                 intervals.setdefault(int(e["round"]), []).append(interval)
             arms["distilled"].append(_figures(e, mode))
@@ -96,14 +101,6 @@ def aggregate_reports(reports: dict, mode: str = "count_guided_off") -> dict:
         }
         rounds.append(entry)
     return {"seeds": sorted(reports, key=str), "mode": mode, "rounds": rounds}
-
-
-def _interval(entry: dict, mode: str) -> dict | None:
-    found = entry.get("gain_interval") or {}
-    for m in (mode, *_FALLBACK_MODES):
-        if m in found:
-            return found[m]
-    return None
 
 
 def _cell(s: dict) -> str:
